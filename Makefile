@@ -1,0 +1,36 @@
+# User-facing commands. Everything runs inside .venv + the colcon install/ built by `make setup`.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+RUN := source scripts/env.sh &&
+
+.PHONY: help setup test lint format demo bench-model bench-driver bench-pipeline clean
+
+help:  ## list the commands
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
+
+setup:  ## create .venv, install pinned dependencies, build the workspace (idempotent)
+	@bash scripts/setup.sh
+
+test:  ## setup if needed, then lint + the whole test suite (HF_HUB_OFFLINE=1)
+	@bash scripts/test.sh
+
+lint: setup  ## ruff check
+	@$(RUN) ruff check .
+
+format: setup  ## ruff format + autofix
+	@$(RUN) ruff check --fix . && ruff format .
+
+demo: setup  ## run the whole pipeline in simulation and write a report
+	@$(RUN) python scripts/demo.py $(ARGS)
+
+bench-model: setup  ## SmolVLA chunk latency and memory (real-size architecture)
+	@$(RUN) HF_HUB_OFFLINE=1 python benchmarks/bench_model.py $(ARGS)
+
+bench-driver: setup  ## servo bus control cycle on the emulator
+	@$(RUN) python benchmarks/bench_driver.py $(ARGS)
+
+bench-pipeline: setup  ## sync vs async execution with injected inference latency
+	@$(RUN) python benchmarks/bench_pipeline.py $(ARGS)
+
+clean:  ## remove build products (keeps .venv)
+	rm -rf build install log reports

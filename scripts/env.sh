@@ -1,0 +1,13 @@
+# Source this file (bash) to use the workspace built by scripts/setup.sh:  source scripts/env.sh
+_smolvla_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+if [ ! -f "$_smolvla_root/install/setup.bash" ]; then
+  echo "workspace not built yet: run 'make setup' first" >&2
+  return 1 2>/dev/null || exit 1
+fi
+# shellcheck disable=SC1091
+source "$_smolvla_root/.venv/bin/activate"
+# The ROS wheels live in the venv: make it an ament prefix so packages and interfaces are found.
+export AMENT_PREFIX_PATH="$VIRTUAL_ENV${AMENT_PREFIX_PATH:+:$AMENT_PREFIX_PATH}"
+# shellcheck disable=SC1091
+source "$_smolvla_root/install/setup.bash"
+unset _smolvla_root

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The whole test suite of every package (what `make test` and .ci/run run): setup if needed, lint, pytest.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+bash scripts/setup.sh
+# shellcheck disable=SC1091
+source scripts/env.sh
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONDONTWRITEBYTECODE=1
+echo "[test] ruff check"
+ruff check .
+echo "[test] pytest"
+exec python -m pytest "$@"

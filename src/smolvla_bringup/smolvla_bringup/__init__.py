@@ -1,0 +1,1 @@
+"""Launch files, parameters, the single-process runner and the instruction CLI."""

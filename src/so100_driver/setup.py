@@ -1,0 +1,26 @@
+from glob import glob
+
+from setuptools import find_packages, setup
+
+PACKAGE = "so100_driver"
+
+setup(
+    name=PACKAGE,
+    version="0.1.0",
+    packages=find_packages(exclude=["test", "test.*"]),
+    data_files=[
+        ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
+        (f"share/{PACKAGE}", ["package.xml", "README.md"]),
+        (f"share/{PACKAGE}/config", glob("config/*")),
+        (f"share/{PACKAGE}/launch", glob("launch/*.py")),
+    ],
+    install_requires=["setuptools"],
+    zip_safe=True,
+    maintainer="SmolVLA ROS maintainers",
+    maintainer_email="maintainers@smolvla-ros.invalid",
+    description="Driver for SO-100/SO-101 arms on Feetech STS3215 servos",
+    license="Apache-2.0",
+    entry_points={
+        "console_scripts": [],
+    },
+)
