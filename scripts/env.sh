@@ -4,10 +4,13 @@ if [ ! -f "$_smolvla_root/install/setup.bash" ]; then
   echo "workspace not built yet: run 'make setup' first" >&2
   return 1 2>/dev/null || exit 1
 fi
+# The activate and colcon setup scripts read unset variables: relax `set -u` while sourcing them.
+case $- in *u*) _smolvla_nounset=1; set +u ;; *) _smolvla_nounset= ;; esac
 # shellcheck disable=SC1091
 source "$_smolvla_root/.venv/bin/activate"
 # The ROS wheels live in the venv: make it an ament prefix so packages and interfaces are found.
 export AMENT_PREFIX_PATH="$VIRTUAL_ENV${AMENT_PREFIX_PATH:+:$AMENT_PREFIX_PATH}"
 # shellcheck disable=SC1091
 source "$_smolvla_root/install/setup.bash"
-unset _smolvla_root
+if [ -n "$_smolvla_nounset" ]; then set -u; fi
+unset _smolvla_root _smolvla_nounset

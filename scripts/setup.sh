@@ -13,6 +13,9 @@ cd "$ROOT"
 VENV="$ROOT/.venv"
 PYTHON="${PYTHON:-python3}"
 
+# This machine's pip configuration may name local wheel folders that do not exist; pip warns about each
+# one for every package. Drop only that warning.
+quiet_pip() { "$PY" -m pip "$@" 2> >(grep -v "^WARNING: Location 'file:" >&2); }
 log() { printf '[setup] %s\n' "$*"; }
 die() { printf '[setup] ERROR: %s\n' "$*" >&2; exit 1; }
 
@@ -30,8 +33,8 @@ PY="$VENV/bin/python"
 deps_hash="$(cat requirements.txt requirements/*.txt scripts/fix_ros_wheel_paths.py | sha256sum | cut -d' ' -f1)"
 if [ "$(cat "$VENV/.deps-hash" 2>/dev/null)" != "$deps_hash" ]; then
   log "installing pinned dependencies (first run: a few minutes)"
-  "$PY" -m pip install --disable-pip-version-check -q -r requirements.txt
-  "$PY" -m pip install --disable-pip-version-check -q --no-deps -r requirements/nodeps.txt
+  quiet_pip install --disable-pip-version-check -q -r requirements.txt
+  quiet_pip install --disable-pip-version-check -q --no-deps -r requirements/nodeps.txt
   "$PY" scripts/fix_ros_wheel_paths.py "$VENV"
   echo "$deps_hash" > "$VENV/.deps-hash"
 else
