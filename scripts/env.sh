@@ -12,5 +12,12 @@ source "$_smolvla_root/.venv/bin/activate"
 export AMENT_PREFIX_PATH="$VIRTUAL_ENV${AMENT_PREFIX_PATH:+:$AMENT_PREFIX_PATH}"
 # shellcheck disable=SC1091
 source "$_smolvla_root/install/setup.bash"
+# Command-line tools (smolvla-run, smolvla-instruct, so100-*) live in install/<pkg>/lib/<pkg>, where ros2 run
+# finds them; put them on PATH for installs without ros2cli.
+for _smolvla_bin in "$_smolvla_root"/install/*/lib/*/; do
+  case ":$PATH:" in *":${_smolvla_bin%/}:"*) ;; *) PATH="${_smolvla_bin%/}:$PATH" ;; esac
+done
+export PATH
+unset _smolvla_bin
 if [ -n "$_smolvla_nounset" ]; then set -u; fi
 unset _smolvla_root _smolvla_nounset

@@ -21,6 +21,8 @@ setup(
     description="Launch files, parameters, single-process runner and instruction CLI of the SmolVLA suite",
     license="Apache-2.0",
     entry_points={
-        "console_scripts": [],
+        "console_scripts": [
+            "smolvla-instruct = smolvla_bringup.instruct:main",
+        ],
     },
 )

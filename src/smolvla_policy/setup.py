@@ -21,6 +21,8 @@ setup(
     description="SmolVLA policy for ROS 2",
     license="Apache-2.0",
     entry_points={
-        "console_scripts": [],
+        "console_scripts": [
+            # executables land in lib/<package> (setup.cfg), where ros2 run and launch find them
+        ],
     },
 )

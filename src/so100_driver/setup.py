@@ -21,6 +21,8 @@ setup(
     description="Driver for SO-100/SO-101 arms on Feetech STS3215 servos",
     license="Apache-2.0",
     entry_points={
-        "console_scripts": [],
+        "console_scripts": [
+            # executables land in lib/<package> (setup.cfg), where ros2 run and launch find them
+        ],
     },
 )

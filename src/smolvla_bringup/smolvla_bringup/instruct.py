@@ -1,0 +1,93 @@
+"""`smolvla-instruct "pick up the red cube"`: give the robot a task without ros2cli.
+
+Equivalent to ``ros2 topic pub --once /instruction std_msgs/msg/String "data: '...'"`` with a latched
+(transient-local) publisher, so a policy node that starts later still receives the task. It waits until
+a subscriber has matched (or the timeout passes), publishes once, and keeps the message available for
+``--linger`` seconds for late joiners.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+MAX_INSTRUCTION_CHARS = 1000
+
+
+def latched_qos():
+    """The QoS every /instruction publisher and subscriber in this suite uses."""
+    from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+    return QoSProfile(
+        depth=1,
+        history=HistoryPolicy.KEEP_LAST,
+        reliability=ReliabilityPolicy.RELIABLE,
+        durability=DurabilityPolicy.TRANSIENT_LOCAL,
+    )
+
+
+def validate_instruction(text: str) -> str:
+    """Return the cleaned instruction, or raise ValueError saying what is wrong with it."""
+    cleaned = text.strip()
+    if not cleaned:
+        raise ValueError("the instruction is empty; say what the robot should do, e.g. 'pick up the cube'")
+    if len(cleaned) > MAX_INSTRUCTION_CHARS:
+        raise ValueError(
+            f"the instruction has {len(cleaned)} characters; at most {MAX_INSTRUCTION_CHARS} are accepted "
+            "(SmolVLA reads only the first few dozen tokens)"
+        )
+    return cleaned
+
+
+def publish_instruction(
+    text: str, topic: str = "/instruction", wait_s: float = 5.0, linger_s: float = 1.0, args=None
+) -> int:
+    """Publish one latched instruction; return the number of subscribers that were matched."""
+    import rclpy
+    from std_msgs.msg import String
+
+    context = rclpy.Context()
+    rclpy.init(args=args, context=context)
+    node = rclpy.create_node("smolvla_instruct", context=context)
+    try:
+        publisher = node.create_publisher(String, topic, latched_qos())
+        deadline = time.monotonic() + wait_s
+        while publisher.get_subscription_count() == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        matched = publisher.get_subscription_count()
+        publisher.publish(String(data=text))
+        time.sleep(linger_s)
+        return matched
+    finally:
+        node.destroy_node()
+        rclpy.shutdown(context=context)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="smolvla-instruct", description=__doc__.splitlines()[0])
+    parser.add_argument("instruction", help="the task in plain language, e.g. 'pick up the red cube'")
+    parser.add_argument("--topic", default="/instruction", help="instruction topic (default: /instruction)")
+    parser.add_argument("--wait", type=float, default=5.0, help="seconds to wait for a subscriber")
+    parser.add_argument("--linger", type=float, default=1.0, help="seconds to stay up after publishing")
+    parsed, ros_args = parser.parse_known_args(argv)
+    try:
+        text = validate_instruction(parsed.instruction)
+    except ValueError as err:
+        print(f"smolvla-instruct: {err}", file=sys.stderr)
+        return 2
+    matched = publish_instruction(text, parsed.topic, parsed.wait, parsed.linger, args=ros_args or None)
+    if matched == 0:
+        print(
+            f"smolvla-instruct: published on {parsed.topic}, but no subscriber was listening after "
+            f"{parsed.wait:.0f} s (is the policy node running on this ROS_DOMAIN_ID?). It stays latched "
+            "only while this command runs; the policy node's `task` parameter is the persistent default.",
+            file=sys.stderr,
+        )
+    else:
+        print(f"smolvla-instruct: '{text}' -> {parsed.topic} ({matched} subscriber(s))")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

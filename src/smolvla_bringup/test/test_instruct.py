@@ -1,0 +1,60 @@
+"""The instruction CLI publishes a latched std_msgs/String over real DDS."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import rclpy
+from rclpy.executors import SingleThreadedExecutor
+from std_msgs.msg import String
+
+from smolvla_bringup.instruct import latched_qos, main, validate_instruction
+
+
+def test_validation_messages():
+    assert validate_instruction("  pick up the red cube \n") == "pick up the red cube"
+    with pytest.raises(ValueError, match="empty"):
+        validate_instruction("   ")
+    with pytest.raises(ValueError, match="10000 characters"):
+        validate_instruction("x" * 10_000)
+
+
+def test_cli_refuses_bad_instruction_without_touching_ros(capsys):
+    assert main([""]) == 2
+    assert "empty" in capsys.readouterr().err
+
+
+def _spin_listener(topic: str, received: list[str], start_delay: float, stop: threading.Event):
+    time.sleep(start_delay)
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    node = rclpy.create_node("instruction_listener", context=context)
+    node.create_subscription(String, topic, lambda msg: received.append(msg.data), latched_qos())
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    while not stop.is_set() and not received:
+        executor.spin_once(timeout_sec=0.05)
+    node.destroy_node()
+    rclpy.shutdown(context=context)
+
+
+@pytest.mark.parametrize("start_delay", [0.0, 1.0], ids=["listening-first", "late-joiner"])
+def test_cli_delivers_latched_instruction(start_delay):
+    """A listener that is up first gets it; one that joins after the publish gets it too (latched)."""
+    received: list[str] = []
+    stop = threading.Event()
+    listener = threading.Thread(target=_spin_listener, args=("/instruction", received, start_delay, stop))
+    listener.start()
+    try:
+        timing = ["--wait", "0.5", "--linger", "6"] if start_delay else ["--wait", "5", "--linger", "1"]
+        rc = main(["pick up the red cube", *timing])
+    finally:
+        deadline = time.monotonic() + 5
+        while not received and time.monotonic() < deadline:
+            time.sleep(0.05)
+        stop.set()
+        listener.join(timeout=10)
+    assert rc == 0
+    assert received == ["pick up the red cube"]
