@@ -12,7 +12,7 @@ COPY src/ src/
 RUN apt-get update \
  && rosdep install --from-paths src -y --ignore-src --skip-keys "launch launch_ros" \
  && apt-get install -y --no-install-recommends python3-pip python3-venv ros-${ROS_DISTRO}-launch-ros \
-    libegl1 libgl1 \
+    libegl1 libgl1 libgl1-mesa-dri \
  && rm -rf /var/lib/apt/lists/*
 
 # pip-only packages, from the same pins as the dev environment (requirements/robot.txt). NumPy and OpenCV

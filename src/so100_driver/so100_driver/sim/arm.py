@@ -1,0 +1,144 @@
+"""Physics of the simulated SO-101: position servos with the real node's safety rules (ROS-free).
+
+Every control tick (the "bus cycle") the requested goal is clamped to the joint range and moved at most
+``max_step`` rad towards the request, then physics runs for one control period. Torque off disables
+the actuators (the arm sags under gravity like an unpowered arm); torque on starts from the present
+position, as on the real servos.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import mujoco
+import numpy as np
+
+from so100_driver.sim.scene import CUBE_BODY, JOINT_NAMES, TABLE_TOP_Z
+
+
+@dataclass(frozen=True)
+class ArmState:
+    """A consistent snapshot of the simulation at ``time`` (seconds of simulated time)."""
+
+    time: float
+    position: np.ndarray  # rad, JOINT_NAMES order
+    velocity: np.ndarray  # rad/s
+    effort: np.ndarray  # N·m (actuator torque)
+    goal: np.ndarray  # rad, the goal the servos are driven to
+    qpos: np.ndarray  # the full MuJoCo state vector, for rendering
+    torque_enabled: bool
+
+
+class SimArm:
+    def __init__(
+        self,
+        model: mujoco.MjModel,
+        initial_positions: np.ndarray | None = None,
+        control_period: float = 0.01,
+        max_step: float = 0.1,
+    ):
+        if not control_period > 0.0:
+            raise ValueError(f"control_period must be > 0, got {control_period}")
+        if not max_step > 0.0:
+            raise ValueError(f"max_step must be > 0 rad, got {max_step}")
+        self.model = model
+        self.data = mujoco.MjData(model)
+        self.joint_names = JOINT_NAMES
+        joints = [model.joint(name) for name in JOINT_NAMES]
+        self._qpos_index = np.array([joint.qposadr[0] for joint in joints])
+        self._qvel_index = np.array([joint.dofadr[0] for joint in joints])
+        self._actuators = np.array([model.actuator(name).id for name in JOINT_NAMES])
+        self.lower = np.array([joint.range[0] for joint in joints])
+        self.upper = np.array([joint.range[1] for joint in joints])
+        self.max_step = float(max_step)
+        self.substeps = max(1, round(control_period / model.opt.timestep))
+        self.control_period = self.substeps * model.opt.timestep
+        self._lock = threading.Lock()
+        self._torque_enabled = True
+        start = np.zeros(len(JOINT_NAMES)) if initial_positions is None else self._checked(initial_positions)
+        start = np.clip(start, self.lower, self.upper)
+        self.data.qpos[self._qpos_index] = start
+        self.data.ctrl[self._actuators] = start
+        self._goal = start.copy()
+        mujoco.mj_forward(model, self.data)
+
+    def _checked(self, positions) -> np.ndarray:
+        values = np.asarray(positions, dtype=float).reshape(-1)
+        if values.shape != (len(JOINT_NAMES),) or not np.all(np.isfinite(values)):
+            raise ValueError(
+                f"expected {len(JOINT_NAMES)} finite joint positions (rad) {JOINT_NAMES}, got {values}"
+            )
+        return values
+
+    @property
+    def time(self) -> float:
+        return float(self.data.time)
+
+    @property
+    def goal(self) -> np.ndarray:
+        with self._lock:
+            return self._goal.copy()
+
+    @property
+    def torque_enabled(self) -> bool:
+        return self._torque_enabled
+
+    def set_torque(self, enabled: bool) -> None:
+        with self._lock:
+            if enabled and not self._torque_enabled:
+                self._goal = self.data.qpos[self._qpos_index].copy()
+                self.data.ctrl[self._actuators] = self._goal
+            self._torque_enabled = enabled
+            if enabled:
+                self.model.opt.disableflags &= ~int(mujoco.mjtDisableBit.mjDSBL_ACTUATION)
+            else:
+                self.model.opt.disableflags |= int(mujoco.mjtDisableBit.mjDSBL_ACTUATION)
+
+    def control_step(self, requested: np.ndarray | None) -> None:
+        """One bus cycle: move the goal towards ``requested`` (None = hold), then simulate one period."""
+        with self._lock:
+            if not self._torque_enabled:
+                self._goal = self.data.qpos[self._qpos_index].copy()
+            elif requested is not None:
+                target = np.clip(self._checked(requested), self.lower, self.upper)
+                self._goal = self._goal + np.clip(target - self._goal, -self.max_step, self.max_step)
+                self.data.ctrl[self._actuators] = self._goal
+            mujoco.mj_step(self.model, self.data, nstep=self.substeps)
+
+    def state(self) -> ArmState:
+        with self._lock:
+            data = self.data
+            return ArmState(
+                time=float(data.time),
+                position=data.qpos[self._qpos_index].copy(),
+                velocity=data.qvel[self._qvel_index].copy(),
+                effort=data.actuator_force[self._actuators].copy(),
+                goal=self._goal.copy(),
+                qpos=data.qpos.copy(),
+                torque_enabled=self._torque_enabled,
+            )
+
+    def cube_position(self) -> np.ndarray:
+        with self._lock:
+            return self.data.body(CUBE_BODY).xpos.copy()
+
+    def place_cube(self, x: float, y: float, yaw: float = 0.0) -> None:
+        """Put the cube at rest on the table at ``(x, y)`` (m, base frame), turned by ``yaw`` (rad)."""
+        if not all(np.isfinite([x, y, yaw])):
+            raise ValueError(f"cube pose must be finite, got x={x}, y={y}, yaw={yaw}")
+        joint = self.model.joint(CUBE_BODY)
+        half_height = float(self.model.geom(CUBE_BODY).size[2])
+        with self._lock:
+            qpos, dof = joint.qposadr[0], joint.dofadr[0]
+            self.data.qpos[qpos : qpos + 7] = [
+                x,
+                y,
+                TABLE_TOP_Z + half_height,
+                np.cos(yaw / 2),
+                0,
+                0,
+                np.sin(yaw / 2),
+            ]
+            self.data.qvel[dof : dof + 6] = 0.0
+            mujoco.mj_forward(self.model, self.data)

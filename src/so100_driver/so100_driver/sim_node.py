@@ -1,0 +1,401 @@
+"""Simulated SO-101 node: the real arm node's and camera nodes' interfaces on a MuJoCo simulation.
+
+Thin wiring around :mod:`so100_driver.sim`. Named ``arm`` like the real arm node, it publishes
+``/joint_states`` (rad, rad/s, N·m), ``~/commanded`` (goals after clamping and ``max_step``),
+``/diagnostics`` and ``/cameras/<name>/image_raw`` (rgb8, sensor-data QoS, stamped with the simulated
+instant the frame shows); subscribes ``/joint_commands`` (trajectory_msgs/JointTrajectory); serves
+``~/torque`` (std_srvs/SetBool). With ``publish_clock`` it also publishes ``/clock`` (simulated time) for
+nodes running with ``use_sim_time``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import sys
+import time
+from collections.abc import Sequence
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.signals import SignalHandlerOptions
+from rclpy.time import Time
+from rosgraph_msgs.msg import Clock
+from sensor_msgs.msg import Image, JointState
+from std_srvs.srv import SetBool, Trigger
+from trajectory_msgs.msg import JointTrajectory
+
+from so100_driver.camera import CameraConfigError
+from so100_driver.camera_node import image_qos
+from so100_driver.image_conversion import rgb_to_image_msg
+from so100_driver.sim.arm import ArmState, SimArm  # (importing so100_driver.sim selects MUJOCO_GL first)
+from so100_driver.sim.commands import CommandError, JointCommands
+from so100_driver.sim.render import RenderError
+from so100_driver.sim.runtime import SimRuntime
+from so100_driver.sim.scene import CAMERA_MOUNTS, JOINT_NAMES, CameraConfig, SceneConfig, build_model
+
+DEFAULTS = {
+    "joint_names": list(JOINT_NAMES),
+    "control_rate_hz": 100.0,
+    "joint_state_rate_hz": 100.0,
+    "diagnostics_rate_hz": 2.0,
+    "max_step": 0.03,
+    "enable_torque_on_start": True,
+    "initial_positions": [0.0] * len(JOINT_NAMES),
+    "cameras": ["top", "wrist"],
+    "camera_width": 256,
+    "camera_height": 256,
+    "camera_fps": 15.0,
+    "reliability": "best_effort",
+    "qos_depth": 1,
+    "cube_position": [0.24, 0.08],
+    "cube_yaw": 0.0,
+    "cube_size": 0.03,
+    "cube_position_noise": 0.0,
+    "target_position": [0.22, -0.12],
+    "seed": 0,
+    "realtime_factor": 1.0,
+    "publish_clock": False,
+    "mesh_keep_fraction": 0.3,
+}
+
+
+class ParameterError(ValueError):
+    """A node parameter is invalid; the message names it and says what is expected."""
+
+
+def _finite_list(name: str, values, length: int | None = None) -> list[float]:
+    numbers = [float(v) for v in values]
+    if (length is not None and len(numbers) != length) or not all(math.isfinite(v) for v in numbers):
+        expected = f"{length} finite numbers" if length is not None else "finite numbers"
+        raise ParameterError(f"parameter '{name}' must be {expected}, got {list(values)}")
+    return numbers
+
+
+def cube_noise(p: dict) -> float:
+    noise = float(p["cube_position_noise"])
+    if not 0.0 <= noise <= 0.2:
+        raise ParameterError(f"parameter 'cube_position_noise' must be in [0, 0.2] m, got {noise}")
+    return noise
+
+
+def scene_config_from(p: dict, cube: Sequence[float]) -> SceneConfig:
+    target = p["target_position"]
+    target = tuple(_finite_list("target_position", target, 2)) if len(target) else None
+    names = list(p["cameras"])
+    unknown = [name for name in names if name not in CAMERA_MOUNTS]
+    if unknown:
+        raise ParameterError(
+            f"parameter 'cameras': unknown camera(s) {unknown}; the sim has {list(CAMERA_MOUNTS)}"
+        )
+    try:
+        cameras = tuple(CameraConfig(n, int(p["camera_width"]), int(p["camera_height"])) for n in names)
+        return SceneConfig(
+            cameras=cameras,
+            cube_position=(cube[0], cube[1]),
+            cube_yaw=float(p["cube_yaw"]),
+            cube_size=float(p["cube_size"]),
+            target_position=target,
+            mesh_keep_fraction=float(p["mesh_keep_fraction"]),
+        )
+    except ValueError as error:
+        raise ParameterError(f"invalid scene parameter: {error}") from error
+
+
+def coerce_parameter(name: str, value, default):
+    """``value`` as the type of ``default`` (ints are fine for floats); raises :class:`ParameterError`."""
+    expected = type(default).__name__ if not isinstance(default, list) else f"a list like {default}"
+    try:
+        if isinstance(default, bool):
+            if isinstance(value, bool):
+                return value
+        elif isinstance(default, float):
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                return float(value)
+        elif isinstance(default, int):
+            if isinstance(value, int) and not isinstance(value, bool):
+                return value
+        elif isinstance(default, str):
+            if isinstance(value, str):
+                return value
+        elif isinstance(default, list) and not isinstance(value, str | bytes | bool | int | float):
+            items = list(value)
+            if default and isinstance(default[0], str):
+                if all(isinstance(item, str) for item in items):
+                    return items
+            elif all(isinstance(item, int | float) and not isinstance(item, bool) for item in items):
+                return [float(item) for item in items]
+    except TypeError:
+        pass
+    raise ParameterError(f"parameter '{name}' must be {expected}, got {value!r}")
+
+
+class SimArmNode(Node):
+    def __init__(self, **kwargs):
+        super().__init__(kwargs.pop("node_name", "arm"), **kwargs)
+        self.runtime: SimRuntime | None = None
+        try:
+            self._setup()
+        except BaseException:  # also KeyboardInterrupt: a node that failed to start leaves nothing behind
+            self.destroy_node()
+            raise
+
+    def _setup(self) -> None:
+        p = self._declare_parameters()
+        self.joint_names = list(p["joint_names"])
+        if sorted(self.joint_names) != sorted(JOINT_NAMES):
+            raise ParameterError(
+                f"parameter 'joint_names' must name each of {list(JOINT_NAMES)} once, got {self.joint_names}"
+            )
+        self._order = np.array([JOINT_NAMES.index(name) for name in self.joint_names])
+        for name in (
+            "control_rate_hz",
+            "joint_state_rate_hz",
+            "diagnostics_rate_hz",
+            "camera_fps",
+            "max_step",
+        ):
+            if not float(p[name]) > 0.0:
+                raise ParameterError(f"parameter '{name}' must be > 0, got {p[name]}")
+        if p["joint_state_rate_hz"] > p["control_rate_hz"]:
+            raise ParameterError("parameter 'joint_state_rate_hz' cannot exceed 'control_rate_hz'")
+        if not 0.0 < float(p["realtime_factor"]) <= 100.0:
+            raise ParameterError(
+                f"parameter 'realtime_factor' must be in (0, 100], got {p['realtime_factor']}"
+            )
+        initial = np.asarray(_finite_list("initial_positions", p["initial_positions"], len(JOINT_NAMES)))
+        try:
+            qos = image_qos(str(p["reliability"]), int(p["qos_depth"]))
+        except CameraConfigError as error:
+            raise ParameterError(str(error)) from error
+        self._cube_nominal = np.asarray(_finite_list("cube_position", p["cube_position"], 2))
+        self._cube_noise = cube_noise(p)
+        self._cube_yaw = float(p["cube_yaw"])
+        self._rng = np.random.default_rng(int(p["seed"]))  # each reset draws the next cube position
+        scene = scene_config_from(p, self._next_cube_position())
+
+        self.arm = SimArm(
+            build_model(scene),
+            initial_positions=self._to_model_order(initial),
+            control_period=1.0 / p["control_rate_hz"],
+            max_step=float(p["max_step"]),
+        )
+        self.commands = JointCommands(JOINT_NAMES, self.arm.goal)
+        self.publish_clock = bool(p["publish_clock"])
+        self._clock_origin = math.floor(time.time())  # /clock starts at the wall time of startup
+
+        self.state_pub = self.create_publisher(JointState, "/joint_states", 10)
+        self.commanded_pub = self.create_publisher(JointState, "~/commanded", 10)
+        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.clock_pub = self.create_publisher(Clock, "/clock", 10) if self.publish_clock else None
+        self.image_pubs = {
+            c.name: self.create_publisher(Image, f"cameras/{c.name}/image_raw", qos) for c in scene.cameras
+        }
+        self.frame_ids = {c.name: f"{c.name}_optical_frame" for c in scene.cameras}
+        self.create_subscription(JointTrajectory, "/joint_commands", self._on_command, 10)
+        self.create_service(SetBool, "~/torque", self._on_torque)
+        self.create_service(Trigger, "~/reset_cube", self._on_reset_cube)
+
+        self.runtime = SimRuntime(
+            self.arm,
+            scene.cameras,
+            float(p["camera_fps"]),
+            now=time.monotonic if self.publish_clock else self._node_seconds,
+            command_for=lambda sim_time: self.commands.sample(self._stamp_seconds(sim_time)),
+            on_state=self._publish_state,
+            on_frame=self._publish_frame,
+            on_tick=self._publish_clock if self.publish_clock else None,
+            state_rate=float(p["joint_state_rate_hz"]),
+            realtime_factor=float(p["realtime_factor"]),
+        )
+        if not p["enable_torque_on_start"]:
+            self.arm.set_torque(False)
+        self._diag_period = 1.0 / float(p["diagnostics_rate_hz"])
+        self._next_diag_time = 0.0
+        self.runtime.start()
+        gl = os.environ.get("MUJOCO_GL", "default")
+        self.get_logger().info(
+            f"simulated SO-101 running (MUJOCO_GL={gl}): cameras {[c.name for c in scene.cameras]} "
+            f"{p['camera_width']}x{p['camera_height']} @ {p['camera_fps']} fps, "
+            f"{'publishing /clock' if self.publish_clock else 'paced by the node clock'}"
+        )
+
+    # ------------------------------------------------------------------------------ parameters
+    def _declare_parameters(self) -> dict:
+        descriptor = ParameterDescriptor(dynamic_typing=True)  # so that YAML `camera_fps: 30` works too
+        values = {}
+        for name, default in DEFAULTS.items():
+            self.declare_parameter(name, default, descriptor)
+            values[name] = coerce_parameter(name, self.get_parameter(name).value, default)
+        return values
+
+    def _to_model_order(self, values: np.ndarray) -> np.ndarray:
+        ordered = np.empty(len(JOINT_NAMES))
+        ordered[self._order] = values
+        return ordered
+
+    # ------------------------------------------------------------------------------ time
+    def _node_seconds(self) -> float:
+        return self.get_clock().now().nanoseconds * 1e-9
+
+    def _stamp_seconds(self, sim_time: float) -> float:
+        """The time (node clock, or /clock when we publish it) at which the simulation shows ``sim_time``."""
+        if self.publish_clock:
+            return self._clock_origin + sim_time
+        return self.runtime.pacing_time(sim_time)
+
+    def _stamp(self, sim_time: float):
+        return Time(nanoseconds=round(self._stamp_seconds(sim_time) * 1e9)).to_msg()
+
+    # ------------------------------------------------------------------------------ callbacks
+    def _on_command(self, msg: JointTrajectory) -> None:
+        stamp = Time.from_msg(msg.header.stamp).nanoseconds * 1e-9
+        points = [
+            (p.time_from_start.sec + p.time_from_start.nanosec * 1e-9, list(p.positions)) for p in msg.points
+        ]
+        now = self._stamp_seconds(self.arm.time) if self.publish_clock else self._node_seconds()
+        try:
+            self.commands.command(
+                now, list(msg.joint_names), points, start_time=stamp or None, enabled=self.arm.torque_enabled
+            )
+        except CommandError as error:
+            self.get_logger().error(f"/joint_commands rejected: {error}")
+
+    def _on_torque(self, request: SetBool.Request, response: SetBool.Response) -> SetBool.Response:
+        enable = bool(request.data)
+        response.success = True
+        if enable == self.arm.torque_enabled:
+            response.message = f"torque already {'enabled' if enable else 'disabled'}"
+            return response
+        self.commands.hold(self.arm.state().position)  # drop the plan; torque on holds the present position
+        self.arm.set_torque(enable)
+        response.message = f"torque {'enabled' if enable else 'disabled'} (simulation)"
+        self.get_logger().info(response.message)
+        return response
+
+    def _next_cube_position(self) -> np.ndarray:
+        return self._cube_nominal + self._rng.uniform(-self._cube_noise, self._cube_noise, 2)
+
+    def _on_reset_cube(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        x, y = self._next_cube_position()
+        self.arm.place_cube(x, y, self._cube_yaw)
+        response.success = True
+        response.message = f"cube placed at x={x:.3f} m, y={y:.3f} m"
+        self.get_logger().info(response.message)
+        return response
+
+    def _publish_state(self, state: ArmState) -> None:
+        stamp = self._stamp(state.time)
+        msg = JointState(
+            name=self.joint_names,
+            position=state.position[self._order].tolist(),
+            velocity=state.velocity[self._order].tolist(),
+            effort=state.effort[self._order].tolist(),
+        )
+        msg.header.stamp = stamp
+        self.state_pub.publish(msg)
+        if state.torque_enabled:
+            commanded = JointState(name=self.joint_names, position=state.goal[self._order].tolist())
+            commanded.header.stamp = stamp
+            self.commanded_pub.publish(commanded)
+        if state.time >= self._next_diag_time:
+            self._next_diag_time = state.time + self._diag_period * self.runtime.realtime_factor
+            self.diag_pub.publish(self._diagnostics(stamp, state))
+
+    def _publish_frame(self, name: str, sim_time: float, image: np.ndarray) -> None:
+        self.image_pubs[name].publish(rgb_to_image_msg(image, self._stamp(sim_time), self.frame_ids[name]))
+
+    def _publish_clock(self, sim_time: float) -> None:
+        self.clock_pub.publish(Clock(clock=self._stamp(sim_time)))
+
+    def _diagnostics(self, stamp, state: ArmState) -> DiagnosticArray:
+        stats = self.runtime.stats
+        level = DiagnosticStatus.OK
+        message = "simulating"
+        if stats.last_error or self.commands.last_rejection:
+            level = DiagnosticStatus.WARN
+            message = f"last problem: {stats.last_error or self.commands.last_rejection}"
+        arm_values = {
+            "torque_enabled": str(state.torque_enabled),
+            "sim_time": f"{state.time:.3f}",
+            "realtime_factor_target": f"{self.runtime.realtime_factor:.2f}",
+            "realtime_factor_achieved": f"{stats.achieved_realtime_factor:.2f}",
+            "lag_resets": str(stats.lag_resets),
+            "accepted_commands": str(self.commands.accepted),
+            "rejected_commands": str(self.commands.rejected),
+            "last_rejection": self.commands.last_rejection,
+            "callback_errors": str(stats.callback_errors),
+            "cube_position": np.array2string(self.arm.cube_position(), precision=3),
+        }
+        statuses = [self._status("arm: simulation", level, message, arm_values)]
+        for name, stream in stats.cameras.items():
+            s = stream.stats
+            values = {
+                "frames": str(s.frames),
+                "skipped_frames": str(s.skipped),
+                "render_ms": f"{s.render_seconds * 1e3:.1f}",
+                "target_fps": f"{1.0 / stream.period:.1f}",
+                "topic": self.image_pubs[name].topic_name,
+            }
+            cam_level = DiagnosticStatus.ERROR if s.error else DiagnosticStatus.OK
+            statuses.append(self._status(f"arm: camera {name}", cam_level, s.error or "rendering", values))
+        array = DiagnosticArray(status=statuses)
+        array.header.stamp = stamp
+        return array
+
+    @staticmethod
+    def _status(name: str, level: bytes, message: str, values: dict[str, str]) -> DiagnosticStatus:
+        return DiagnosticStatus(
+            level=level,
+            name=name,
+            message=message,
+            hardware_id="mujoco",
+            values=[KeyValue(key=k, value=v) for k, v in values.items()],
+        )
+
+    def destroy_node(self) -> None:
+        if self.runtime is not None:
+            self.runtime.stop()
+        super().destroy_node()
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def main(args=None) -> int:
+    # Plain Python signal handling: Ctrl-C (or SIGTERM) at any moment, also while the scene is still being
+    # built, ends the node cleanly; spin_once with a timeout lets the interrupt through promptly.
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    for signum in (signal.SIGINT, signal.SIGTERM):  # also when started in the background (SIGINT ignored)
+        signal.signal(signum, _interrupt)
+    node = None
+    executor = None
+    try:
+        node = SimArmNode()
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
+        while rclpy.ok():
+            executor.spin_once(timeout_sec=0.1)
+    except (ParameterError, RenderError) as error:
+        print(f"sim_node: {error}", file=sys.stderr)
+        return 2
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if executor is not None:
+            executor.shutdown()
+        if node is not None:
+            node.destroy_node()
+        if rclpy.ok():
+            rclpy.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
