@@ -1,0 +1,395 @@
+"""Executor node: wiring between ROS messages and :class:`~smolvla_policy.executor_core.ChunkExecutorCore`.
+
+Subscribes ``/smolvla/action_chunk`` and ``/joint_states``; publishes ``/joint_commands`` (one point, reached
+one tick later), ``/smolvla/request``, ``/smolvla/executor_status`` and ``/diagnostics``; serves ``~/start``,
+``~/stop``, ``~/estop`` (std_srvs/Trigger) and ``~/pause`` (std_srvs/SetBool: true pauses, false resumes).
+The tick timer runs on the node clock (``use_sim_time`` works) in its own callback group, so message
+handling and services never delay a tick. No torch here.
+"""
+
+import math
+import sys
+import threading
+import time
+
+import numpy as np
+import rclpy
+from builtin_interfaces.msg import Duration
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import qos_profile_sensor_data
+
+try:
+    from rclpy.timer import TimerInfo
+except ImportError:  # ROS 2 Humble: timers give no call info; the tick's own time is used as the grid
+
+    class TimerInfo:
+        pass
+
+
+from sensor_msgs.msg import JointState
+from std_srvs.srv import SetBool, Trigger
+from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+
+from smolvla_msgs.msg import ActionChunk, ChunkRequest, ExecutorStatus
+from smolvla_policy.executor_core import Chunk, ChunkExecutorCore, ExecutorConfig, ExecutorStats, State
+
+SO101_JOINTS = ["shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll", "gripper"]
+
+#: Parameters of the core, with their defaults (joint limits default to +-pi per joint, see __init__).
+CORE_PARAMETERS = {
+    "rate_hz": 30.0,
+    "mode": "async",
+    "threshold": 0.5,
+    "blend": "weighted_average",
+    "max_step_rad": 0.1,
+    "joint_state_timeout_s": 0.5,
+    "chunk_timeout_s": 5.0,
+    "request_timeout_s": 5.0,
+    "future_stamp_tolerance_s": 0.2,
+    "max_chunk_age_s": 0.0,
+    "expected_dt_s": 0.0,
+    "jitter_window": 1000,
+}
+#: Node-only parameters.
+NODE_PARAMETERS = {
+    "shadow": False,
+    "start_on_launch": False,
+    "status_rate_hz": 10.0,
+    "diagnostics_period_s": 1.0,
+    "task": "",
+    "chunk_topic": "/smolvla/action_chunk",
+    "joint_states_topic": "/joint_states",
+    "command_topic": "/joint_commands",
+    "request_topic": "/smolvla/request",
+    "status_topic": "/smolvla/executor_status",
+    "torque_service": "/arm/torque",
+}
+
+
+def seconds(stamp) -> float:
+    """A builtin_interfaces Time or Duration in seconds."""
+    return stamp.sec + stamp.nanosec * 1e-9
+
+
+def duration(value_s: float) -> Duration:
+    value_s = max(0.0, float(value_s))
+    sec = int(value_s)
+    return Duration(sec=sec, nanosec=min(999_999_999, round((value_s - sec) * 1e9)))
+
+
+def chunk_from_msg(msg: ActionChunk) -> Chunk:
+    """Plain arrays from an ActionChunk; raises ValueError when the points are ragged."""
+    points = msg.trajectory.points
+    widths = {len(p.positions) for p in points}
+    if len(widths) > 1:
+        raise ValueError(f"points have different numbers of positions {sorted(widths)}")
+    width = widths.pop() if widths else len(msg.trajectory.joint_names)
+    positions = np.array([list(p.positions) for p in points], float).reshape(len(points), width)
+    return Chunk(
+        chunk_id=int(msg.chunk_id),
+        request_id=int(msg.request_id),
+        stamp=seconds(msg.header.stamp),
+        dt=seconds(msg.dt),
+        joint_names=tuple(msg.trajectory.joint_names),
+        time_from_start=np.array([seconds(p.time_from_start) for p in points], float),
+        positions=positions,
+    )
+
+
+class ExecutorNode(Node):
+    """Thin ROS wrapper around the executor core (see the package README, section "Executor")."""
+
+    def __init__(self, node_name: str = "smolvla_executor", **kwargs) -> None:
+        super().__init__(node_name, **kwargs)
+        try:
+            joint_names = self._parameter("joint_names", SO101_JOINTS)
+            values = {name: self._parameter(name, default) for name, default in CORE_PARAMETERS.items()}
+            values["joint_min_rad"] = self._parameter("joint_min_rad", [-math.pi] * len(joint_names))
+            values["joint_max_rad"] = self._parameter("joint_max_rad", [math.pi] * len(joint_names))
+            self.params = {name: self._parameter(name, default) for name, default in NODE_PARAMETERS.items()}
+        except ValueError as exc:
+            self.destroy_node()
+            raise ValueError(f"{node_name}: invalid parameter: {exc}") from exc
+        try:
+            self.config = ExecutorConfig(joint_names=tuple(joint_names), **values)
+            if not self.params["status_rate_hz"] > 0 or not self.params["diagnostics_period_s"] > 0:
+                raise ValueError("status_rate_hz and diagnostics_period_s must be > 0")
+        except ValueError as exc:
+            self.destroy_node()
+            raise ValueError(f"{node_name}: invalid parameter: {exc}") from exc
+        self.core = ChunkExecutorCore(self.config)
+        self._lock = threading.Lock()
+        self.shadow = bool(self.params["shadow"])
+        self.joint_state_errors = 0
+        self.torque_message = ""
+        p = self.params
+
+        tick_group = MutuallyExclusiveCallbackGroup()
+        io_group = MutuallyExclusiveCallbackGroup()
+        self.command_pub = self.create_publisher(JointTrajectory, p["command_topic"], 10)
+        self.shadow_pub = self.create_publisher(JointTrajectory, "~/shadow_command", 10)
+        self.request_pub = self.create_publisher(ChunkRequest, p["request_topic"], 10)
+        self.status_pub = self.create_publisher(ExecutorStatus, p["status_topic"], 10)
+        self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.create_subscription(ActionChunk, p["chunk_topic"], self._on_chunk, 10, callback_group=io_group)
+        self.create_subscription(
+            JointState,
+            p["joint_states_topic"],
+            self._on_joint_state,
+            qos_profile_sensor_data,
+            callback_group=io_group,
+        )
+        self.create_service(Trigger, "~/start", self._on_start, callback_group=io_group)
+        self.create_service(Trigger, "~/stop", self._on_stop, callback_group=io_group)
+        self.create_service(SetBool, "~/pause", self._on_pause, callback_group=io_group)
+        self.create_service(Trigger, "~/estop", self._on_estop, callback_group=io_group)
+        self.torque_client = self.create_client(SetBool, p["torque_service"], callback_group=io_group)
+        self.tick_timer = self.create_timer(self.config.period_s, self._on_tick, callback_group=tick_group)
+        self.create_timer(1.0 / p["status_rate_hz"], self._publish_status, callback_group=io_group)
+        self.create_timer(p["diagnostics_period_s"], self._publish_diagnostics, callback_group=io_group)
+        if p["start_on_launch"]:
+            self.core.start(self._now())
+        self.get_logger().info(
+            f"executor ready: {self.config.mode} at {self.config.rate_hz} Hz, blend {self.config.blend}, "
+            f"threshold {self.config.threshold}, shadow {self.shadow}, "
+            f"{'running' if p['start_on_launch'] else 'stopped (call ~/start)'}"
+        )
+
+    def _parameter(self, name: str, default):
+        """Declare a parameter and return it as the default's type (ints work for floats: ``rate_hz:=50``)."""
+        value = self.declare_parameter(name, default, ParameterDescriptor(dynamic_typing=True)).value
+        try:
+            if isinstance(default, bool):
+                if not isinstance(value, bool):
+                    raise TypeError
+                return value
+            if isinstance(default, (int, float)):
+                if isinstance(value, bool):
+                    raise TypeError
+                return type(default)(value)
+            if isinstance(default, list):
+                if isinstance(value, str) or not hasattr(value, "__iter__"):
+                    raise TypeError
+                kind = type(default[0]) if default else str
+                return [kind(v) for v in value]
+            return str(value)
+        except (TypeError, ValueError):
+            expected = (
+                f"a list of {type(default[0]).__name__}"
+                if isinstance(default, list)
+                else type(default).__name__
+            )
+            raise ValueError(f"'{name}': expected {expected}, got {value!r}") from None
+
+    # ------------------------------------------------------------------ callbacks
+
+    def _now(self) -> float:
+        return self.get_clock().now().nanoseconds * 1e-9
+
+    def _on_tick(self, info: TimerInfo = None) -> None:  # rclpy passes TimerInfo by exact annotation
+        with self._lock:
+            self.core.jitter.record(time.monotonic())
+            now_msg = self.get_clock().now()
+            expected = getattr(info, "expected_call_time", None)
+            scheduled = expected.nanoseconds * 1e-9 if expected is not None else None
+            result = self.core.tick(now_msg.nanoseconds * 1e-9, scheduled)
+        if result.command is not None:
+            command = JointTrajectory(joint_names=list(self.config.joint_names))
+            command.header.stamp = now_msg.to_msg()
+            command.points = [
+                JointTrajectoryPoint(
+                    positions=result.command.tolist(), time_from_start=duration(self.config.period_s)
+                )
+            ]
+            (self.shadow_pub if self.shadow else self.command_pub).publish(command)
+        if result.request is not None:
+            request = ChunkRequest(request_id=result.request.request_id, must_go=result.request.must_go)
+            request.header.stamp = now_msg.to_msg()
+            request.task = self.params["task"]
+            request.pending.joint_names = list(self.config.joint_names)
+            request.pending.points = [
+                JointTrajectoryPoint(positions=row.tolist(), time_from_start=duration(t))
+                for t, row in zip(
+                    result.request.pending_time_from_start, result.request.pending_positions, strict=True
+                )
+            ]
+            self.request_pub.publish(request)
+
+    def _on_joint_state(self, msg: JointState) -> None:
+        with self._lock:
+            error = self.core.on_joint_state(self._now(), list(msg.name), np.asarray(msg.position, float))
+        if error:
+            self.joint_state_errors += 1
+            self.get_logger().warning(
+                f"{self.params['joint_states_topic']}: {error}", throttle_duration_sec=2.0
+            )
+
+    def _on_chunk(self, msg: ActionChunk) -> None:
+        now = self._now()
+        try:
+            chunk = chunk_from_msg(msg)
+        except ValueError as exc:
+            with self._lock:
+                verdict_reason = self.core.drop(int(msg.chunk_id), str(exc))
+            accepted = False
+        else:
+            with self._lock:
+                verdict = self.core.on_chunk(now, chunk)
+            accepted, verdict_reason = verdict.accepted, verdict.reason
+        if not accepted:
+            self.get_logger().warning(
+                f"{self.params['chunk_topic']}: chunk {msg.chunk_id} dropped: {verdict_reason}",
+                throttle_duration_sec=1.0,
+            )
+            self._publish_status(f"chunk {msg.chunk_id} dropped: {verdict_reason}")
+
+    def _on_start(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        with self._lock:
+            response.success, response.message = self.core.start(self._now())
+        self.get_logger().info(f"start: {response.message}")
+        return response
+
+    def _on_stop(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        with self._lock:
+            response.success, response.message = self.core.stop(self._now())
+        self.get_logger().info(f"stop: {response.message}")
+        return response
+
+    def _on_pause(self, request: SetBool.Request, response: SetBool.Response) -> SetBool.Response:
+        with self._lock:
+            action = self.core.pause if request.data else self.core.resume
+            response.success, response.message = action(self._now())
+        return response
+
+    def _on_estop(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        with self._lock:
+            response.success, response.message = self.core.estop(self._now())
+        name = self.params["torque_service"]
+        if self.torque_client.service_is_ready():
+            future = self.torque_client.call_async(SetBool.Request(data=False))
+            future.add_done_callback(self._on_torque_done)
+            self.torque_message = f"torque disable requested from {name}"
+        else:
+            self.torque_message = (
+                f"torque service {name} not available: torque NOT disabled, holding position"
+            )
+        response.message += f"; {self.torque_message}"
+        self.get_logger().error(f"E-STOP: {response.message}")
+        self._publish_status(response.message)
+        return response
+
+    def _on_torque_done(self, future) -> None:
+        try:
+            result = future.result()
+            self.torque_message = f"torque disable: {'ok' if result.success else 'FAILED'} ({result.message})"
+        except Exception as exc:  # any transport failure is reported, never raised
+            self.torque_message = f"torque disable call failed: {exc}"
+        self.get_logger().warning(self.torque_message)
+
+    # ------------------------------------------------------------------ status
+
+    def stats(self) -> ExecutorStats:
+        with self._lock:
+            return self.core.stats(self._now())
+
+    def _publish_status(self, message: str | None = None) -> None:
+        """Publish ExecutorStatus; ``message`` overrides the core's message (for event-driven updates)."""
+        now_msg = self.get_clock().now()
+        with self._lock:
+            s = self.core.stats(now_msg.nanoseconds * 1e-9)
+        msg = ExecutorStatus(
+            mode=ExecutorStatus.MODE_SYNC if s.mode == "sync" else ExecutorStatus.MODE_ASYNC,
+            state=int(s.state),
+            shadow=self.shadow,
+            message=message
+            or (s.message if s.state != State.ESTOP else f"{s.message}; {self.torque_message}"),
+            horizon_left=duration(s.horizon_left_s),
+            actions_left=s.actions_left,
+            executed_steps=s.executed_steps,
+            idle_ticks=s.idle_ticks,
+            chunks_received=s.chunks_received,
+            chunks_dropped=s.chunks_dropped,
+            requests_sent=s.requests_sent,
+            last_boundary_jump=s.last_boundary_jump,
+            max_boundary_jump=s.max_boundary_jump,
+            last_observation_to_execution=duration(s.last_observation_to_execution_s),
+            last_receipt_to_execution=duration(s.last_receipt_to_execution_s),
+            tick_jitter_p99=s.tick_jitter_p99_s,
+            joint_names=list(self.config.joint_names),
+            last_command=[] if s.last_command is None else s.last_command.tolist(),
+        )
+        msg.header.stamp = now_msg.to_msg()
+        self.status_pub.publish(msg)
+
+    def _publish_diagnostics(self) -> None:
+        now_msg = self.get_clock().now()
+        s = self.stats()
+        level = DiagnosticStatus.OK
+        if s.state == State.ESTOP:
+            level = DiagnosticStatus.ERROR
+        elif s.state == State.HOLDING and ("deadman" in s.message or "no joint state" in s.message):
+            level = DiagnosticStatus.WARN
+        values = {
+            "state": s.state.name,
+            "mode": s.mode,
+            "blend": self.config.blend,
+            "shadow": str(self.shadow),
+            "horizon_left_s": f"{s.horizon_left_s:.3f}",
+            "actions_left": str(s.actions_left),
+            "executed_steps": str(s.executed_steps),
+            "idle_ticks": str(s.idle_ticks),
+            "idle_ticks_before_first_chunk": str(s.idle_ticks_before_first_chunk),
+            "chunks_received": str(s.chunks_received),
+            "chunks_dropped": str(s.chunks_dropped),
+            "last_drop_reason": s.last_drop_reason,
+            "requests_sent": str(s.requests_sent),
+            "request_timeouts": str(s.request_timeouts),
+            "limited_ticks": str(s.limited_ticks),
+            "last_boundary_jump_rad": f"{s.last_boundary_jump:.4f}",
+            "max_boundary_jump_rad": f"{s.max_boundary_jump:.4f}",
+            "observation_to_execution_s": f"{s.last_observation_to_execution_s:.4f}",
+            "receipt_to_execution_s": f"{s.last_receipt_to_execution_s:.4f}",
+            "request_round_trip_s": f"{s.last_request_round_trip_s:.4f}",
+            "tick_jitter_p50_s": f"{s.tick_jitter_p50_s:.6f}",
+            "tick_jitter_p99_s": f"{s.tick_jitter_p99_s:.6f}",
+            "tick_jitter_max_s": f"{s.tick_jitter_max_s:.6f}",
+            "joint_state_errors": str(self.joint_state_errors),
+            "torque": self.torque_message,
+        }
+        status = DiagnosticStatus(
+            level=level,
+            name=f"{self.get_name()}: action-chunk executor",
+            hardware_id="smolvla_executor",
+            message=s.message,
+            values=[KeyValue(key=k, value=v) for k, v in values.items()],
+        )
+        array = DiagnosticArray(status=[status])
+        array.header.stamp = now_msg.to_msg()
+        self.diagnostics_pub.publish(array)
+
+
+def main(args: list[str] | None = None) -> None:
+    # hand the GIL over within 1 ms (default 5 ms) so a due tick is not kept waiting by another callback
+    sys.setswitchinterval(0.001)
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = ExecutorNode()
+        executor = MultiThreadedExecutor(num_threads=3)
+        executor.add_node(node)
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.destroy_node()
+        if rclpy.ok():
+            rclpy.shutdown()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,571 @@
+"""SmolVLA policy node: camera images + /joint_states + /instruction -> ActionChunk, on its own worker thread.
+
+Wiring around :mod:`smolvla_policy.runtime`. Subscription callbacks only store the newest message of each
+input (latest wins, no backlog); the worker thread loads the model (the node reports LOADING at once and
+stays alive with ERROR if loading fails), then answers the newest ChunkRequest (``trigger: request``) or runs
+back to back (``trigger: continuous``), converting the newest observation at inference time.
+
+ActionChunk time base: ``header.stamp`` is the stamp of the joint state used (the state the chunk continues
+from; camera frames are checked against ``max_observation_age_s`` separately) and action ``i`` is meant for
+``header.stamp + i * dt``.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+
+import numpy as np
+import rclpy
+from builtin_interfaces.msg import Duration, Time
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CompressedImage, Image, JointState
+from std_msgs.msg import String
+from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+
+from smolvla_msgs.msg import ActionChunk, ChunkRequest, PolicyStatus
+from smolvla_policy.runtime import (
+    SO101_JOINTS,
+    CheckpointInfo,
+    Chunk,
+    Observation,
+    PendingActions,
+    PolicyRuntime,
+    RuntimeConfig,
+)
+
+STATE_NAMES = {
+    PolicyStatus.STATE_LOADING: "loading",
+    PolicyStatus.STATE_READY: "ready",
+    PolicyStatus.STATE_INFERRING: "inferring",
+    PolicyStatus.STATE_ERROR: "error",
+}
+TRIGGERS = ("request", "continuous")
+RELIABILITY = {"best_effort": ReliabilityPolicy.BEST_EFFORT, "reliable": ReliabilityPolicy.RELIABLE}
+RETRY_PERIOD_S = 0.1  # a refused request is retried on fresher data at most this often
+
+# name: (default, description). String lists default to [] and are declared as STRING_ARRAY.
+PARAMETERS: dict[str, tuple[object, str]] = {
+    "checkpoint": ("", "LeRobot SmolVLA checkpoint folder or hub repo id (required)"),
+    "vlm_path": (
+        "",
+        "local SmolVLM backbone folder (config + tokenizer); default: the checkpoint's vlm_model_name",
+    ),
+    "device": ("cpu", "torch device, e.g. cpu, cuda, cuda:1"),
+    "dtype": ("float32", "float32 | bfloat16 (bfloat16 on GPU is LeRobot's layout)"),
+    "policy_id": ("", "name reported in chunks and status; default: the checkpoint"),
+    "cameras": ([], "camera names, optionally name:feature (e.g. top, or cam0:observation.images.top)"),
+    "camera_topics": ([], "one topic per camera; default /cameras/<name>/image_raw; */compressed = jpeg"),
+    "compressed_cameras": ([], "cameras subscribed as sensor_msgs/CompressedImage whatever their topic"),
+    "joint_names": (list(SO101_JOINTS), "joints of /joint_states fed to the policy, in checkpoint order"),
+    "units": ("degrees", "checkpoint joint units: degrees (LeRobot degree mode) | range | radians"),
+    "joint_units": ([], "per-joint override of units: rad | deg | range_m100_100 | range_0_100"),
+    "gripper_joint": ("gripper", "joint kept in LeRobot's 0..100 range by the degrees and range modes"),
+    "calibration_file": ("", "LeRobot calibration JSON of the arm (needed for the gripper and range mode)"),
+    "units_check": ("strict", "checkpoint stats vs units: strict (refuse) | warn | off"),
+    "task": ("", "default instruction, used while /instruction has not given one"),
+    "max_task_chars": (1000, "longest accepted instruction"),
+    "trigger": ("request", "request: answer /smolvla/request | continuous: infer back to back"),
+    "continuous_period_s": (0.0, "continuous mode: minimum time between inference starts"),
+    "max_observation_age_s": (0.5, "refuse images/joint states older than this (0 = no limit)"),
+    "request_timeout_s": (1.0, "keep retrying a refused request on fresher data for this long"),
+    "image_resize": ("refuse", "images not of the checkpoint's size: refuse | resize"),
+    "fps": (0.0, "action rate; 0 = the checkpoint's (LeRobot default 30 if unknown)"),
+    "actions_per_chunk": (0, "publish this many actions per chunk; 0 = chunk_size"),
+    "rtc": (False, "Real-Time Chunking guided by the request's pending actions (continuous: the last chunk)"),
+    "rtc_execution_horizon": (0, "RTC execution horizon in steps; 0 = the checkpoint's"),
+    "sensor_qos": ("best_effort", "camera and joint-state subscriptions: best_effort | reliable"),
+    "status_period_s": (1.0, "PolicyStatus and /diagnostics period"),
+    "warmup": (True, "run one inference on blank inputs after loading"),
+}
+
+
+def to_seconds(stamp: Time) -> float:
+    return stamp.sec + stamp.nanosec * 1e-9
+
+
+def to_duration(seconds: float) -> Duration:
+    nanoseconds = max(0, round(seconds * 1e9))
+    return Duration(sec=nanoseconds // 1_000_000_000, nanosec=nanoseconds % 1_000_000_000)
+
+
+def to_time(seconds: float) -> Time:
+    nanoseconds = max(0, round(seconds * 1e9))
+    return Time(sec=nanoseconds // 1_000_000_000, nanosec=nanoseconds % 1_000_000_000)
+
+
+def read_parameters(values: dict[str, object]) -> tuple[dict[str, object], list[str]]:
+    """Parameter values converted to their defaults' types; (values, errors naming each bad parameter)."""
+    out: dict[str, object] = {}
+    errors: list[str] = []
+    for name, (default, _) in PARAMETERS.items():
+        value = values.get(name)
+        out[name] = default
+        if value is None:
+            continue
+        if isinstance(default, bool):
+            ok = isinstance(value, bool)
+        elif isinstance(default, int):
+            ok = isinstance(value, int) and not isinstance(value, bool)
+            ok = ok or (isinstance(value, float) and value.is_integer())
+            value = int(value) if ok else value
+        elif isinstance(default, float):
+            ok = isinstance(value, int | float) and not isinstance(value, bool)
+            value = float(value) if ok else value
+        elif isinstance(default, list):
+            ok = isinstance(value, list | tuple) and all(isinstance(v, str) for v in value)
+            value = list(value) if ok else value
+        else:
+            ok = isinstance(value, str)
+        if ok:
+            out[name] = value
+        else:
+            errors.append(f"parameter {name} must be {type(default).__name__}, got {value!r}")
+    return out, errors
+
+
+class PolicyNode(Node):
+    def __init__(self, **kwargs):
+        super().__init__("smolvla_policy", **kwargs)
+        # Dynamic typing: YAML's `fps: 30` (an int) is accepted for a float, and a wrong type is a clear ERROR
+        # status instead of an exception in the constructor.
+        for name, (default, description) in PARAMETERS.items():
+            descriptor = ParameterDescriptor(description=description, dynamic_typing=True)
+            self.declare_parameter(name, default if default != [] else None, descriptor)
+        self.p, parameter_errors = read_parameters(
+            {name: self.get_parameter(name).value for name in PARAMETERS}
+        )
+        self.policy_id = self.p["policy_id"] or self.p["checkpoint"]
+        self.device_name = f"{self.p['device']}/{self.p['dtype']}"
+
+        self._lock = threading.Condition()
+        self._stop = False
+        self._joint_state: JointState | None = None
+        self._images: dict[str, Image | CompressedImage] = {}
+        self._instruction: str | None = None
+        self._request: ChunkRequest | None = None
+        self._request_received = 0.0  # monotonic time of the pending request
+        self._data_version = 0  # bumped by every new joint state / image, to retry refused requests
+        self.runtime: PolicyRuntime | None = None
+        self.state = PolicyStatus.STATE_LOADING
+        self.message = "starting"
+        self.counters = {"requests_received": 0, "chunks_published": 0, "observations_refused": 0}
+        self.last_age = 0.0
+        self.last_latency = 0.0
+        self.last_image_ages: dict[str, float] = {}
+        self.last_chunk: Chunk | None = None
+        self.chunk_id = 0
+
+        reliable = QoSProfile(
+            history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE
+        )
+        self.chunk_pub = self.create_publisher(ActionChunk, "/smolvla/action_chunk", reliable)
+        self.status_pub = self.create_publisher(PolicyStatus, "/smolvla/policy_status", reliable)
+        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", reliable)
+        self.camera_topics: dict[str, str] = {}
+        self.camera_features: dict[str, str] = {}
+        try:
+            if parameter_errors:
+                raise ValueError("; ".join(parameter_errors))
+            self._subscribe()
+        except ValueError as exc:
+            self._set_state(PolicyStatus.STATE_ERROR, f"configuration error: {exc}")
+        self.create_timer(max(0.05, float(self.p["status_period_s"])), self._publish_periodic)
+        self._worker = threading.Thread(target=self._work, name="smolvla_policy_worker", daemon=True)
+        if self.state != PolicyStatus.STATE_ERROR:
+            self._set_state(PolicyStatus.STATE_LOADING, f"loading {self.policy_id}")
+            self._worker.start()
+
+    # ------------------------------------------------------------------------------------------- setup
+
+    def _subscribe(self) -> None:
+        p = self.p
+        if p["trigger"] not in TRIGGERS:
+            raise ValueError(f"parameter trigger is {p['trigger']!r}; expected one of {TRIGGERS}")
+        if p["sensor_qos"] not in RELIABILITY:
+            raise ValueError(
+                f"parameter sensor_qos is {p['sensor_qos']!r}; expected one of {tuple(RELIABILITY)}"
+            )
+        topics = p["camera_topics"]
+        if topics and len(topics) != len(p["cameras"]):
+            raise ValueError(
+                f"camera_topics has {len(topics)} entries for {len(p['cameras'])} cameras {p['cameras']}; "
+                "give one topic per camera or none"
+            )
+        for i, entry in enumerate(p["cameras"]):
+            name, _, feature = str(entry).partition(":")
+            name, feature = name.strip(), feature.strip() or name.strip()
+            if not name or name in self.camera_features:
+                raise ValueError(f"parameter cameras: empty or repeated camera name in {p['cameras']}")
+            self.camera_features[name] = feature
+            self.camera_topics[name] = topics[i] if topics else f"/cameras/{name}/image_raw"
+        unknown = [c for c in p["compressed_cameras"] if c not in self.camera_features]
+        if unknown:
+            raise ValueError(f"compressed_cameras {unknown} are not in cameras {list(self.camera_features)}")
+        sensor = QoSProfile(
+            history=HistoryPolicy.KEEP_LAST, depth=1, reliability=RELIABILITY[p["sensor_qos"]]
+        )
+        for name, topic in self.camera_topics.items():
+            compressed = topic.rstrip("/").endswith("/compressed") or name in p["compressed_cameras"]
+            msg_type = CompressedImage if compressed else Image
+            self.create_subscription(
+                msg_type, topic, lambda msg, name=name: self._on_image(name, msg), sensor
+            )
+        self.create_subscription(JointState, "/joint_states", self._on_joint_state, sensor)
+        # Two instruction subscriptions: transient-local receives the latched instruction of a transient-local
+        # publisher after a late start; volatile also matches plain publishers (e.g. `ros2 topic pub`).
+        for durability in (DurabilityPolicy.TRANSIENT_LOCAL, DurabilityPolicy.VOLATILE):
+            qos = QoSProfile(
+                history=HistoryPolicy.KEEP_LAST,
+                depth=1,
+                reliability=ReliabilityPolicy.RELIABLE,
+                durability=durability,
+            )
+            self.create_subscription(String, "/instruction", self._on_instruction, qos)
+        self.create_subscription(
+            ChunkRequest,
+            "/smolvla/request",
+            self._on_request,
+            QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE),
+        )
+
+    def _runtime_config(self) -> RuntimeConfig:
+        p = self.p
+        calibration = None
+        if p["calibration_file"]:
+            from so100_driver.calibration import load_calibration
+
+            calibration = load_calibration(p["calibration_file"])
+        return RuntimeConfig(
+            cameras=dict(self.camera_features),
+            joint_names=list(p["joint_names"]),
+            units=p["units"],
+            joint_units=list(p["joint_units"]) or None,
+            gripper_joint=p["gripper_joint"],
+            calibration=calibration,
+            default_task=p["task"],
+            max_task_chars=int(p["max_task_chars"]),
+            max_observation_age_s=float(p["max_observation_age_s"]),
+            image_resize=p["image_resize"],
+            units_check=p["units_check"],
+            fps=float(p["fps"]) or None,
+            actions_per_chunk=int(p["actions_per_chunk"]),
+            rtc_execution_horizon=int(p["rtc_execution_horizon"]),
+        )
+
+    # ------------------------------------------------------------------------------------------- callbacks
+
+    def _on_image(self, camera: str, msg: Image | CompressedImage) -> None:
+        with self._lock:
+            self._images[camera] = msg
+            self._data_version += 1
+            self._lock.notify_all()
+
+    def _on_joint_state(self, msg: JointState) -> None:
+        with self._lock:
+            self._joint_state = msg
+            self._data_version += 1
+            self._lock.notify_all()
+
+    def _on_instruction(self, msg: String) -> None:
+        text = msg.data
+        with self._lock:
+            if text == self._instruction:
+                return  # the same latched message through both subscriptions
+            self._instruction = text
+        if len(text.strip()) > int(self.p["max_task_chars"]):
+            self._note(
+                f"instruction refused: {len(text.strip())} characters, more than max_task_chars "
+                f"{self.p['max_task_chars']}; observations are refused until a valid instruction arrives"
+            )
+        elif not text.strip() and not self.p["task"].strip():
+            self._note("empty instruction and no default task parameter: observations are refused")
+        else:
+            self._note(f"instruction: {text.strip() or self.p['task']!r}")
+
+    def _on_request(self, msg: ChunkRequest) -> None:
+        with self._lock:
+            self.counters["requests_received"] += 1
+            if self.p["trigger"] != "request":
+                return
+            if self._request is not None and self._request.must_go:
+                msg.must_go = True  # latest wins, but a pending must-go keeps its urgency
+            self._request = msg
+            self._request_received = time.monotonic()
+            self._lock.notify_all()
+
+    # ------------------------------------------------------------------------------------------- worker
+
+    def _work(self) -> None:
+        try:
+            self._load()
+        except Exception as exc:  # any failure is reported; the node stays up for diagnosis
+            self.get_logger().error(f"cannot start the policy: {exc}")
+            self._set_state(PolicyStatus.STATE_ERROR, f"cannot start the policy: {type(exc).__name__}: {exc}")
+            return
+        last_start = 0.0
+        while True:
+            with self._lock:
+                request, version = self._wait_for_trigger(last_start)
+                if self._stop:
+                    return
+            last_start = time.monotonic()
+            answered = self._infer(request)
+            with self._lock:
+                if answered or (
+                    request is not None
+                    and time.monotonic() - self._request_received > float(self.p["request_timeout_s"])
+                ):
+                    if self._request is request:
+                        self._request = None  # answered, or given up on: the executor asks again
+                    continue
+                # Refused: retry on fresher data (or a newer request), at most every RETRY_PERIOD_S.
+                self._lock.wait(RETRY_PERIOD_S)
+                deadline = time.monotonic() + 1.0
+                while (
+                    not self._stop
+                    and self._data_version == version
+                    and self._request is request
+                    and time.monotonic() < deadline
+                ):
+                    self._lock.wait(RETRY_PERIOD_S)
+
+    def _wait_for_trigger(self, last_start: float) -> tuple[ChunkRequest | None, int]:
+        """Block (lock held) until a request is pending, or in continuous mode until the next start is due."""
+        while not self._stop:
+            if self.p["trigger"] == "continuous":
+                delay = last_start + float(self.p["continuous_period_s"]) - time.monotonic()
+                if delay <= 0:
+                    return None, self._data_version
+                self._lock.wait(delay)
+            elif self._request is not None:
+                return self._request, self._data_version
+            else:
+                self._lock.wait(0.5)
+        return None, self._data_version
+
+    def _load(self) -> None:
+        p = self.p
+        if not p["checkpoint"]:
+            raise ValueError(
+                "parameter checkpoint is empty: set it to a LeRobot SmolVLA checkpoint folder or repo id"
+            )
+        info = CheckpointInfo.from_checkpoint(p["checkpoint"])
+        runtime = PolicyRuntime(info, self._runtime_config())  # validates before the slow weight loading
+        for warning in runtime.warnings:
+            self.get_logger().warning(warning)
+        runtime.load_model(
+            p["checkpoint"], vlm_path=p["vlm_path"] or None, device=p["device"], dtype=p["dtype"]
+        )
+        if p["warmup"]:
+            images = {k: np.zeros((s[1], s[2], 3), np.uint8) for k, s in info.image_shapes.items()}
+            runtime.model.predict_chunk(images, np.zeros(info.state_dim), "warm up")
+        self.runtime = runtime
+        message = f"ready: {len(info.image_keys)} cameras, {info.state_dim} joints, {runtime.fps:g} fps"
+        if runtime.warnings:
+            message += "; warnings: " + "; ".join(runtime.warnings)
+        self._set_state(PolicyStatus.STATE_READY, message)
+
+    def _infer(self, request: ChunkRequest | None) -> bool:
+        """Infer on the newest observation and publish the chunk; False when the observation was refused."""
+        observation, joint_stamp, reason = self._snapshot(request)
+        now = self.get_clock().now().nanoseconds * 1e-9
+        if observation is None:
+            return self._refuse(reason)
+        pending = self._pending(request)
+        result = self.runtime.infer(
+            observation,
+            now,
+            pending=pending,
+            rtc=bool(self.p["rtc"]),
+            on_model_start=lambda: self._set_state(PolicyStatus.STATE_INFERRING, self.message),
+        )
+        if not result.ok:
+            return self._refuse(result.refusal)
+        self._publish_chunk(result.chunk, joint_stamp, request)
+        note = f"chunk {self.chunk_id} published" + (f" ({'; '.join(result.notes)})" if result.notes else "")
+        self._set_state(PolicyStatus.STATE_READY, note)
+        return True
+
+    def _refuse(self, reason: str) -> bool:
+        with self._lock:
+            self.counters["observations_refused"] += 1
+        self.get_logger().warning(f"observation refused: {reason}", throttle_duration_sec=2.0)
+        self._set_state(PolicyStatus.STATE_READY, f"observation refused: {reason}")
+        return False
+
+    def _snapshot(self, request: ChunkRequest | None) -> tuple[Observation | None, Time | None, str]:
+        """The newest inputs as an Observation (images decoded here, on the worker), or a refusal reason."""
+        from so100_driver.image_conversion import ImageConversionError, msg_to_rgb
+
+        with self._lock:
+            joint_state, images, instruction = self._joint_state, dict(self._images), self._instruction
+        if joint_state is None:
+            return None, None, "no joint state received on /joint_states"
+        if len(joint_state.position) != len(joint_state.name):
+            return (
+                None,
+                None,
+                (
+                    f"/joint_states has {len(joint_state.name)} names but "
+                    f"{len(joint_state.position)} positions"
+                ),
+            )
+        rgb: dict[str, np.ndarray] = {}
+        stamps: dict[str, float] = {}
+        for camera, topic in self.camera_topics.items():
+            msg = images.get(camera)
+            if msg is None:
+                return None, None, f"no image received from camera {camera!r} on {topic}"
+            try:
+                rgb[camera] = msg_to_rgb(msg)
+            except (ImageConversionError, ValueError) as exc:
+                return None, None, f"camera {camera!r} on {topic}: {exc}"
+            stamps[camera] = to_seconds(msg.header.stamp)
+        task = request.task if request is not None and request.task.strip() else instruction
+        observation = Observation(
+            images=rgb,
+            joint_positions=dict(zip(joint_state.name, joint_state.position, strict=True)),
+            stamp=to_seconds(joint_state.header.stamp),
+            task=task,
+            image_stamps=stamps,
+        )
+        return observation, joint_state.header.stamp, ""
+
+    def _pending(self, request: ChunkRequest | None) -> PendingActions | None:
+        """RTC guidance: the request's pending actions; in continuous mode, the last chunk published."""
+        if request is None:
+            last = self.last_chunk
+            if last is None:
+                return None
+            return PendingActions(last.joint_names, last.stamp + last.time_from_start(), last.positions)
+        if not request.pending.points:
+            return None
+        start = to_seconds(request.header.stamp)
+        points = request.pending.points
+        try:
+            return PendingActions(
+                joint_names=list(request.pending.joint_names),
+                times=np.array([start + to_seconds(p.time_from_start) for p in points]),
+                positions=np.array([list(p.positions) for p in points], dtype=np.float64),
+            )
+        except ValueError:  # ragged positions: reported by the runtime as malformed
+            return PendingActions(list(request.pending.joint_names), np.zeros(len(points)), np.zeros((0, 0)))
+
+    # ------------------------------------------------------------------------------------------- output
+
+    def _publish_chunk(self, chunk: Chunk, stamp: Time, request: ChunkRequest | None) -> None:
+        self.chunk_id += 1
+        msg = ActionChunk(chunk_id=self.chunk_id, request_id=request.request_id if request else 0)
+        msg.header.stamp = stamp
+        msg.task = chunk.task
+        msg.policy_id = self.policy_id
+        msg.trajectory = JointTrajectory(joint_names=list(chunk.joint_names))
+        msg.trajectory.points = [
+            JointTrajectoryPoint(positions=row.tolist(), time_from_start=to_duration(t))
+            for row, t in zip(chunk.positions, chunk.time_from_start(), strict=True)
+        ]
+        msg.dt = to_duration(chunk.dt)
+        msg.inference_start = to_time(chunk.inference_start)
+        msg.inference_latency = to_duration(chunk.latency)
+        self._publish(self.chunk_pub, msg)
+        with self._lock:
+            self.counters["chunks_published"] += 1
+            self.last_age, self.last_latency = chunk.observation_age, chunk.latency
+            self.last_image_ages = dict(chunk.image_ages)
+            self.last_chunk = chunk
+
+    def _note(self, message: str) -> None:
+        """Record a notable event in the status message (published at once)."""
+        self._set_state(self.state, message)
+
+    def _set_state(self, state: int, message: str) -> None:
+        with self._lock:
+            changed = state != self.state or message != self.message
+            self.state, self.message = state, message
+        if changed:
+            self._publish_status()
+
+    def _current_task(self) -> str:
+        if self.runtime is not None:
+            task, _ = self.runtime.resolve_task(self._instruction)
+            return task or ""
+        return (self._instruction or "").strip() or self.p["task"]
+
+    def _publish_status(self) -> None:
+        with self._lock:
+            msg = PolicyStatus(
+                state=self.state, message=self.message, policy_id=self.policy_id, device=self.device_name
+            )
+            msg.task = self._current_task()[: int(self.p["max_task_chars"])]
+            msg.requests_received = self.counters["requests_received"]
+            msg.chunks_published = self.counters["chunks_published"]
+            msg.observations_refused = self.counters["observations_refused"]
+            msg.last_observation_age = to_duration(max(0.0, self.last_age))
+            msg.last_inference_latency = to_duration(self.last_latency)
+        msg.header.stamp = self.get_clock().now().to_msg()
+        self._publish(self.status_pub, msg)
+
+    def _publish(self, publisher, msg) -> None:
+        """Publish unless the node or its context is shutting down (the worker may finish after Ctrl-C)."""
+        if self.context.ok() and not self._stop:
+            try:
+                publisher.publish(msg)
+            except Exception:  # rclpy's RCLError when the context became invalid meanwhile
+                if self.context.ok():
+                    raise
+
+    def _publish_periodic(self) -> None:
+        self._publish_status()
+        with self._lock:
+            state, message = self.state, self.message
+            values = {**self.counters, "last_observation_age_s": f"{self.last_age:.3f}"}
+            values["last_inference_latency_s"] = f"{self.last_latency:.3f}"
+            values.update({f"last_image_age_{c}_s": f"{age:.3f}" for c, age in self.last_image_ages.items()})
+        level = {
+            PolicyStatus.STATE_ERROR: DiagnosticStatus.ERROR,
+            PolicyStatus.STATE_LOADING: DiagnosticStatus.WARN,
+        }.get(
+            state, DiagnosticStatus.WARN if message.startswith("observation refused") else DiagnosticStatus.OK
+        )
+        status = DiagnosticStatus(
+            level=level,
+            name=f"{self.get_fully_qualified_name()}: policy",
+            message=f"{STATE_NAMES[state]}: {message}"[:1000],
+            hardware_id=self.policy_id,
+        )
+        values.update(state=STATE_NAMES[state], device=self.device_name, trigger=self.p["trigger"])
+        status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
+        diag = DiagnosticArray(status=[status])
+        diag.header.stamp = self.get_clock().now().to_msg()
+        self._publish(self.diag_pub, diag)
+
+    def destroy_node(self) -> None:
+        with self._lock:
+            self._stop = True
+            self._lock.notify_all()
+        if self._worker.is_alive():
+            self._worker.join(timeout=10.0)
+        super().destroy_node()
+
+
+def main(argv: list[str] | None = None) -> int:
+    rclpy.init(args=argv if argv is not None else sys.argv)
+    node = PolicyNode()
+    try:
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,31 @@
+"""ROS-free SmolVLA policy runtime: validation, unit conversion and camera mapping around the model."""
+
+from smolvla_policy.runtime.checkpoint_info import CheckpointInfo
+from smolvla_policy.runtime.core import (
+    SO101_JOINTS,
+    Chunk,
+    ConfigurationError,
+    InferenceResult,
+    Observation,
+    PendingActions,
+    PolicyRuntime,
+    RuntimeConfig,
+    image_key,
+)
+from smolvla_policy.runtime.units import UnitConverter, UnitsError, joint_units_for_mode
+
+__all__ = [
+    "SO101_JOINTS",
+    "CheckpointInfo",
+    "Chunk",
+    "ConfigurationError",
+    "InferenceResult",
+    "Observation",
+    "PendingActions",
+    "PolicyRuntime",
+    "RuntimeConfig",
+    "UnitConverter",
+    "UnitsError",
+    "image_key",
+    "joint_units_for_mode",
+]
