@@ -23,6 +23,14 @@ setup(
     entry_points={
         "console_scripts": [
             # executables land in lib/<package> (setup.cfg), where ros2 run and launch find them
+            "so100-emulator = so100_driver.emulator.__main__:main",
+            "arm_node = so100_driver.arm_node:main",
+            "leader_node = so100_driver.leader_node:main",
+            "so100-calibrate = so100_driver.calibrate:main",
+            "camera_node = so100_driver.camera_node:main",
+            "sim_node = so100_driver.sim_node:main",
+            "so100-find-ports = so100_driver.discovery:main_ports",
+            "so100-find-cameras = so100_driver.discovery:main_cameras",
         ],
     },
 )

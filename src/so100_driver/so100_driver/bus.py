@@ -1,0 +1,430 @@
+"""Feetech STS bus layer on ``scservo_sdk`` 1.0.0 that never hands out stale data.
+
+The SDK is used for what it does well (opening the port, framing and checksumming packets) and worked around
+where it is fragile (see the hardware reference, section 3.5):
+
+* Sync-read replies are collected by servo id, in any order; duplicates and strays are counted and dropped,
+  so one silent servo no longer costs the readings of the others.
+* The status error byte of every reply (sync reads included) is kept and decoded.
+* A reading exists only for a servo that answered in this call: a failed servo is reported as missing,
+  never as 0 or as last cycle's value.
+* Every transaction runs under one lock, resets the SDK's ``is_using`` flag afterwards and flushes input
+  left over from an earlier, late reply.
+* Retries re-ask only the servos that did not answer, within a bounded time budget.
+* A vanished device (USB unplugged) raises :class:`BusDisconnectedError`; :meth:`FeetechBus.reopen`
+  reconnects at the same path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import select
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+import scservo_sdk as scs
+
+from so100_driver import protocol
+
+CURRENT_MA_PER_UNIT = 6.5  # Present_Current / Protection_Current unit
+DEFAULT_BAUDRATE = 1_000_000
+
+
+class BusError(ConnectionError):
+    """A bus transaction failed after its retries."""
+
+
+class BusDisconnectedError(BusError):
+    """The serial device is gone (unplugged) or not open."""
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One servo's status packet: its data bytes and its status error byte."""
+
+    data: bytes
+    error: int
+
+
+@dataclass
+class ReadResult:
+    """Outcome of one (possibly retried) read of a register block from several servos."""
+
+    replies: dict[int, Reply]
+    missing: tuple[int, ...]
+
+    @property
+    def ok(self) -> bool:
+        return not self.missing
+
+    def value(self, servo_id: int, reg: protocol.Register, start: int) -> int:
+        """Decode register ``reg`` from the reply of ``servo_id`` to a block read that began at ``start``."""
+        offset = reg.address - start
+        return protocol.decode_register(reg, self.replies[servo_id].data[offset : offset + reg.size])
+
+
+@dataclass
+class RegisterRead:
+    """Values of one register from several servos, their status bytes, and who did not answer."""
+
+    values: dict[int, int]
+    errors: dict[int, int]
+    missing: tuple[int, ...]
+
+
+@dataclass
+class BusStats:
+    """Counters for diagnostics; all monotonically increasing."""
+
+    transactions: int = 0
+    failed_transactions: int = 0
+    retries: int = 0
+    timeouts: int = 0
+    corrupt: int = 0
+    duplicates: int = 0
+    strays: int = 0
+    flushes: int = 0
+    disconnects: int = 0
+    reconnects: int = 0
+
+    def snapshot(self) -> dict[str, int]:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class Telemetry:
+    """Decoded slow-rate registers of one servo (raw units, signs applied)."""
+
+    position: int
+    velocity: int
+    load: int  # 0.1 % of max torque, signed
+    voltage: float  # V
+    temperature: int  # deg C
+    status: int  # error bits (same layout as the status byte)
+    moving: bool
+    current: int  # raw units of 6.5 mA
+    reply_error: int = 0  # status byte of the reply itself
+
+    @property
+    def error_bits(self) -> int:
+        return self.status | self.reply_error
+
+    @property
+    def current_ma(self) -> float:
+        return self.current * CURRENT_MA_PER_UNIT
+
+    @property
+    def load_percent(self) -> float:
+        return self.load / 10.0
+
+
+@dataclass
+class _Pending:
+    ids: list[int]
+    replies: dict[int, Reply] = field(default_factory=dict)
+
+
+class FeetechBus:
+    """Thread-safe access to one STS servo bus (protocol end 0, little-endian).
+
+    ``timeout_ms`` bounds the wait for one request's replies (the SDK default is 34 ms; hardware behind a
+    slow USB adapter may need 50). ``retries`` re-asks servos that did not answer, but never beyond
+    ``retry_budget_ms`` after the first request.
+    """
+
+    def __init__(
+        self,
+        port: str,
+        baudrate: int = DEFAULT_BAUDRATE,
+        timeout_ms: float = 30.0,
+        retries: int = 2,
+        retry_budget_ms: float = 40.0,
+    ) -> None:
+        self.port_name = port
+        self.baudrate = baudrate
+        self.timeout_ms = float(timeout_ms)
+        self.retries = int(retries)
+        self.retry_budget_ms = float(retry_budget_ms)
+        self.stats = BusStats()
+        self._lock = threading.RLock()
+        self._port: scs.PortHandler | None = None
+        self._was_lost = False
+        self._packets = scs.PacketHandler(0)
+
+    # ----------------------------------------------------------------------------------------- connection
+    @property
+    def is_open(self) -> bool:
+        return self._port is not None and self._port.is_open
+
+    def open(self) -> None:
+        """Open the port; raises :class:`BusDisconnectedError` when the device is not there."""
+        with self._lock:
+            port = scs.PortHandler(self.port_name)
+            port.baudrate = self.baudrate
+            try:
+                opened = port.openPort()
+            except OSError as exc:
+                raise BusDisconnectedError(f"cannot open servo bus port {self.port_name!r}: {exc}") from exc
+            if not opened:
+                raise BusDisconnectedError(
+                    f"cannot open servo bus port {self.port_name!r} at {self.baudrate} baud "
+                    "(the SDK supports 4800..1000000 baud in fixed steps)"
+                )
+            self._port = port
+            if self._was_lost:
+                self._was_lost = False
+                self.stats.reconnects += 1
+
+    def close(self) -> None:
+        with self._lock:
+            port, self._port = self._port, None
+            if port is not None and port.ser is not None:
+                with contextlib.suppress(OSError):
+                    port.closePort()
+
+    def reopen(self) -> None:
+        """Close and open again at the same path (after a USB drop); raises :class:`BusDisconnectedError`."""
+        with self._lock:
+            self.close()
+            self.open()
+
+    def __enter__(self) -> FeetechBus:
+        self.open()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --------------------------------------------------------------------------------------- transactions
+    def _begin(self) -> scs.PortHandler:
+        port = self._port
+        if port is None or not port.is_open:
+            raise BusDisconnectedError(f"servo bus port {self.port_name!r} is not open")
+        port.is_using = False
+        try:
+            if port.ser.in_waiting:  # late bytes of an earlier reply would be taken for this one's answer
+                port.ser.reset_input_buffer()
+                self.stats.flushes += 1
+        except OSError as exc:
+            raise self._lost(exc) from exc
+        return port
+
+    def _lost(self, exc: BaseException) -> BusDisconnectedError:
+        self.stats.disconnects += 1
+        self._was_lost = True
+        port, self._port = self._port, None
+        if port is not None:
+            with contextlib.suppress(OSError):
+                port.closePort()
+        return BusDisconnectedError(f"servo bus device {self.port_name!r} disconnected: {exc}")
+
+    def _request_and_collect(
+        self, port: scs.PortHandler, ids: list[int], address: int, size: int
+    ) -> _Pending:
+        """Send one READ (one id) or SYNC_READ (several) and collect the replies until all came or timeout."""
+        pending = _Pending(ids=list(ids))
+        if len(ids) == 1:
+            comm = self._packets.readTx(port, ids[0], address, size)
+        else:
+            comm = self._packets.syncReadTx(port, address, size, list(ids), len(ids))
+        self.stats.transactions += 1
+        if comm != scs.COMM_SUCCESS:
+            port.is_using = False
+            return pending
+        deadline = time.monotonic() + self.timeout_ms / 1000.0
+        wanted = set(ids)
+        garbled = 0  # replies lost to corruption: no need to wait for them until the deadline
+        while len(pending.replies) + garbled < len(wanted):
+            packet, comm = self._receive(port, deadline)
+            if comm == scs.COMM_RX_TIMEOUT:
+                self.stats.timeouts += 1
+                break
+            if comm != scs.COMM_SUCCESS:
+                self.stats.corrupt += 1
+                garbled += 1
+                if port.packet_timeout == 0:  # the deadline fired while the packet was incomplete
+                    break
+                continue
+            servo_id = packet[2]
+            if servo_id in pending.replies:
+                self.stats.duplicates += 1
+            elif servo_id in wanted and len(packet) >= 6 + size:
+                pending.replies[servo_id] = Reply(bytes(packet[5 : 5 + size]), packet[4])
+            else:
+                self.stats.strays += 1
+        port.is_using = False
+        if len(pending.replies) < len(wanted):
+            self._drain(port)
+        return pending
+
+    def _drain(self, port: scs.PortHandler, quiet_s: float = 0.002) -> None:
+        """After a failed exchange, discard late replies until the line is quiet (at most ``timeout_ms``).
+
+        The protocol has no sequence numbers: a reply that arrives after its deadline would otherwise be
+        taken as the answer to the next request of the same servo.
+        """
+        end = time.monotonic() + self.timeout_ms / 1000.0
+        while time.monotonic() < end:
+            if port.ser.in_waiting:
+                port.ser.reset_input_buffer()
+                self.stats.flushes += 1
+            elif not select.select([port.ser.fd], [], [], quiet_s)[0]:
+                return
+
+    def _receive(self, port: scs.PortHandler, deadline: float) -> tuple[list[int], int]:
+        """One status packet via the SDK's parser, sleeping in select() until bytes arrive.
+
+        The SDK polls a non-blocking port in a busy loop; waiting here first leaves the CPU to others
+        (the emulator, the rest of the robot) and bounds the wait by ``deadline``.
+        """
+        remaining = deadline - time.monotonic()
+        if not port.ser.in_waiting:
+            if remaining <= 0 or not select.select([port.ser.fd], [], [], remaining)[0]:
+                return [], scs.COMM_RX_TIMEOUT
+            remaining = deadline - time.monotonic()
+        port.setPacketTimeoutMillis(max(remaining * 1000.0, 0.5))  # for the rest of a partial packet
+        return self._packets.rxPacket(port)
+
+    def read(self, ids: Iterable[int], address: int, size: int, retries: int | None = None) -> ReadResult:
+        """Read ``size`` bytes at ``address`` from every id; servos that never answered are in ``missing``."""
+        ids = list(ids)
+        retries = self.retries if retries is None else retries
+        replies: dict[int, Reply] = {}
+        with self._lock:
+            port = self._begin()
+            start = time.monotonic()
+            todo = ids
+            try:
+                for attempt in range(retries + 1):
+                    if attempt:
+                        self.stats.retries += 1
+                    replies.update(self._request_and_collect(port, todo, address, size).replies)
+                    todo = [i for i in ids if i not in replies]
+                    if not todo or (time.monotonic() - start) * 1000.0 > self.retry_budget_ms:
+                        break
+            except OSError as exc:
+                raise self._lost(exc) from exc
+            finally:
+                port.is_using = False
+        if todo:
+            self.stats.failed_transactions += 1
+        return ReadResult(replies=replies, missing=tuple(todo))
+
+    def sync_write(self, address: int, size: int, values: Mapping[int, int]) -> None:
+        """Broadcast one SYNC_WRITE of unsigned register values (no reply, so no retry)."""
+        param: list[int] = []
+        for servo_id, value in values.items():
+            param.append(servo_id)
+            param.extend(int(value).to_bytes(size, "little"))
+        with self._lock:
+            port = self._begin()
+            try:
+                comm = self._packets.syncWriteTxOnly(port, address, size, param, len(param))
+            except OSError as exc:
+                raise self._lost(exc) from exc
+            finally:
+                port.is_using = False
+            self.stats.transactions += 1
+            if comm != scs.COMM_SUCCESS:
+                self.stats.failed_transactions += 1
+                raise BusError(f"sync write at address {address} failed: {self._packets.getTxRxResult(comm)}")
+
+    def write(self, servo_id: int, address: int, size: int, value: int, retries: int | None = None) -> int:
+        """Write an unsigned register value and wait for the acknowledgement; returns the status byte."""
+        data = list(int(value).to_bytes(size, "little"))
+        retries = self.retries if retries is None else retries
+        comm = scs.COMM_TX_FAIL
+        with self._lock:
+            port = self._begin()
+            try:
+                for attempt in range(retries + 1):
+                    if attempt:
+                        self.stats.retries += 1
+                        self._begin()
+                    self.stats.transactions += 1
+                    comm, error = self._write_once(port, servo_id, address, data)
+                    if comm == scs.COMM_SUCCESS:
+                        return error
+                    if comm == scs.COMM_RX_TIMEOUT:
+                        self.stats.timeouts += 1
+                    elif comm == scs.COMM_RX_CORRUPT:
+                        self.stats.corrupt += 1
+            except OSError as exc:
+                raise self._lost(exc) from exc
+            finally:
+                port.is_using = False
+        self.stats.failed_transactions += 1
+        raise BusError(
+            f"servo {servo_id}: write of address {address} failed after {retries + 1} attempts: "
+            f"{self._packets.getTxRxResult(comm)}"
+        )
+
+    def _write_once(
+        self, port: scs.PortHandler, servo_id: int, address: int, data: list[int]
+    ) -> tuple[int, int]:
+        comm = self._packets.writeTxOnly(port, servo_id, address, len(data), data)
+        if comm != scs.COMM_SUCCESS:
+            return comm, 0
+        port.is_using = True
+        deadline = time.monotonic() + self.timeout_ms / 1000.0
+        while True:
+            packet, comm = self._receive(port, deadline)
+            if comm != scs.COMM_SUCCESS:
+                self._drain(port)
+                return comm, 0
+            if packet[2] == servo_id:
+                return comm, packet[4]
+            self.stats.strays += 1
+
+    # ------------------------------------------------------------------------------------ named registers
+    def read_register(self, ids: Iterable[int], name: str, retries: int | None = None) -> RegisterRead:
+        """Read one named register from several servos (sync read), sign decoded."""
+        reg = protocol.register(name)
+        result = self.read(ids, reg.address, reg.size, retries)
+        return RegisterRead(
+            values={i: result.value(i, reg, reg.address) for i in result.replies},
+            errors={i: r.error for i, r in result.replies.items()},
+            missing=result.missing,
+        )
+
+    def write_register(self, servo_id: int, name: str, value: int, retries: int | None = None) -> int:
+        """Write one named register (sign encoded) with acknowledgement; returns the status byte."""
+        reg = protocol.register(name)
+        return self.write(servo_id, reg.address, reg.size, protocol.to_unsigned(reg, value), retries)
+
+    def sync_write_register(self, name: str, values: Mapping[int, int]) -> None:
+        """Broadcast one named register to several servos (sign encoded)."""
+        reg = protocol.register(name)
+        self.sync_write(reg.address, reg.size, {i: protocol.to_unsigned(reg, v) for i, v in values.items()})
+
+    def read_telemetry(self, servo_id: int, retries: int | None = None) -> Telemetry | None:
+        """Read the block Present_Position..Present_Current of one servo; None when it did not answer."""
+        start = protocol.TELEMETRY_START
+        result = self.read([servo_id], start, protocol.TELEMETRY_LENGTH, retries)
+        if result.missing:
+            return None
+        table = protocol.CONTROL_TABLE
+
+        def get(name: str) -> int:
+            return result.value(servo_id, table[name], start)
+
+        return Telemetry(
+            position=get("Present_Position"),
+            velocity=get("Present_Velocity"),
+            load=get("Present_Load"),
+            voltage=get("Present_Voltage") / 10.0,
+            temperature=get("Present_Temperature"),
+            status=get("Status"),
+            moving=bool(get("Moving")),
+            current=get("Present_Current"),
+            reply_error=result.replies[servo_id].error,
+        )
+
+    def ping(self, servo_id: int) -> int | None:
+        """Model number of ``servo_id`` or None when it does not answer."""
+        result = self.read([servo_id], protocol.CONTROL_TABLE["Model_Number"].address, 2)
+        if result.missing:
+            return None
+        return int.from_bytes(result.replies[servo_id].data, "little")
