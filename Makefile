@@ -3,7 +3,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 RUN := source scripts/env.sh &&
 
-.PHONY: help setup test lint format demo bench-model bench-driver bench-camera bench-sim bench-pipeline clean
+.PHONY: help setup test lint format demo bench-model bench-driver bench-camera bench-sim bench-eval bench-pipeline clean
 
 help:  ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -34,6 +34,9 @@ bench-camera: setup  ## image conversion speed and camera node rate on a generat
 
 bench-sim: setup  ## MuJoCo simulated arm: rendering fps per camera with physics in real time
 	@$(RUN) python benchmarks/bench_sim.py $(ARGS)
+
+bench-eval: setup  ## offline evaluation speed with the real-size model
+	@$(RUN) python benchmarks/bench_eval.py $(ARGS)
 
 bench-pipeline: setup  ## sync vs async execution with injected inference latency
 	@$(RUN) python benchmarks/bench_pipeline.py $(ARGS)

@@ -23,6 +23,15 @@ setup(
     entry_points={
         "console_scripts": [
             # executables land in lib/<package> (setup.cfg), where ros2 run and launch find them
+            "policy_node = smolvla_policy.policy_node:main",
+            "executor_node = smolvla_policy.executor_node:main",
+            "recorder_node = smolvla_policy.recorder_node:main",
+            "bag_player = smolvla_policy.bag_player:main",
+            "replay_evaluator_node = smolvla_policy.replay_evaluator_node:main",
+            "smolvla-eval = smolvla_policy.evaluation:main",
+            "smolvla-export-dataset = smolvla_policy.dataset_export:main",
+            "smolvla-play = smolvla_policy.bag_player:main",
+            "smolvla-record = smolvla_policy.recorder_node:episode_cli",
         ],
     },
 )
