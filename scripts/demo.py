@@ -1,7 +1,7 @@
-"""`make demo`: the whole pipeline in simulation. Not built yet: it lands with the bringup issue."""
+"""`make demo`: the whole pipeline in simulation (see smolvla_bringup.demo, or `make demo ARGS=--help`)."""
 
 import sys
 
-print("The simulation demo is not built yet (it lands with the bringup work).")
-print("What works today: `make test` runs the whole test suite.")
-sys.exit(0)
+from smolvla_bringup.demo import exit_now_if_inferring, main
+
+sys.exit(exit_now_if_inferring(main(sys.argv[1:])))

@@ -13,6 +13,7 @@ setup(
         (f"share/{PACKAGE}", ["package.xml", "README.md"]),
         (f"share/{PACKAGE}/config", glob("config/*")),
         (f"share/{PACKAGE}/launch", glob("launch/*.py")),
+        (f"share/{PACKAGE}/rviz", glob("rviz/*.rviz")),
     ],
     install_requires=["setuptools"],
     zip_safe=True,
@@ -23,6 +24,7 @@ setup(
     entry_points={
         "console_scripts": [
             "smolvla-instruct = smolvla_bringup.instruct:main",
+            "smolvla-run = smolvla_bringup.runner:main",
         ],
     },
 )

@@ -56,7 +56,7 @@ PARAMETERS: dict[str, tuple[object, str]] = {
         "",
         "local SmolVLM backbone folder (config + tokenizer); default: the checkpoint's vlm_model_name",
     ),
-    "device": ("cpu", "torch device, e.g. cpu, cuda, cuda:1"),
+    "device": ("auto", "torch device: auto (a CUDA GPU when present, else cpu), cpu, cuda, cuda:1"),
     "dtype": ("float32", "float32 | bfloat16 (bfloat16 on GPU is LeRobot's layout)"),
     "policy_id": ("", "name reported in chunks and status; default: the checkpoint"),
     "cameras": ([], "camera names, optionally name:feature (e.g. top, or cam0:observation.images.top)"),

@@ -276,6 +276,8 @@ class ArmNode(Node):
 
     def stop(self) -> None:
         """Stop the control loop and release the arm (torque off unless configured to hold)."""
+        if not hasattr(self, "_thread"):
+            return  # construction failed before the bus was opened: nothing to release
         self._stop.set()
         self._thread.join(timeout=5.0)
         self.controller.shutdown(torque_off=self.torque_off_on_shutdown)

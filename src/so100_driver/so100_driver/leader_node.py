@@ -128,6 +128,8 @@ class LeaderNode(Node):
         return self.leader.state
 
     def stop(self) -> None:
+        if not hasattr(self, "_thread"):
+            return  # construction failed before the bus was opened: nothing to release
         self._stop.set()
         self._thread.join(timeout=5.0)
         self.leader.shutdown()

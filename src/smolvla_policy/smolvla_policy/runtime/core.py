@@ -41,6 +41,15 @@ IMAGE_RESIZE_MODES = ("refuse", "resize")
 UNITS_CHECK_MODES = ("strict", "warn", "off")
 
 
+def resolve_device(device: str) -> str:
+    """``"auto"`` means the first CUDA GPU when torch sees one, else the CPU; anything else is kept."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 class ConfigurationError(ValueError):
     """The configured cameras, joints, units or calibration do not fit the checkpoint."""
 
@@ -187,7 +196,9 @@ class PolicyRuntime:
         from smolvla_policy.model import SmolVLA
 
         self.attach_model(
-            SmolVLA.from_pretrained(checkpoint, vlm_path=vlm_path or None, device=device, dtype=dtype)
+            SmolVLA.from_pretrained(
+                checkpoint, vlm_path=vlm_path or None, device=resolve_device(device), dtype=dtype
+            )
         )
 
     def attach_model(self, model: Any) -> None:

@@ -1,0 +1,155 @@
+"""The node graphs the suite starts, shared by the launch files and the single-process runner.
+
+Both ways to run read this one description, so ``ros2 launch smolvla_bringup sim.launch.py`` and
+``smolvla-run sim`` start the same nodes, with the same names and the same YAML parameter files. Nothing
+here imports rclpy or launch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """One node of a graph: where its executable lives and which class implements it."""
+
+    package: str
+    executable: str
+    name: str  # node name: the key of its section in the YAML parameter files
+    node_class: str  # "module:Class", for the single-process runner
+
+    def load_class(self) -> type:
+        import importlib
+
+        module, cls = self.node_class.split(":")
+        return getattr(importlib.import_module(module), cls)
+
+
+ARM = NodeSpec("so100_driver", "arm_node", "arm", "so100_driver.arm_node:ArmNode")
+LEADER = NodeSpec("so100_driver", "leader_node", "leader", "so100_driver.leader_node:LeaderNode")
+SIM = NodeSpec(
+    "so100_driver", "sim_node", "arm", "so100_driver.sim_node:SimArmNode"
+)  # same name: /arm/torque
+POLICY = NodeSpec("smolvla_policy", "policy_node", "policy", "smolvla_policy.policy_node:PolicyNode")
+EXECUTOR = NodeSpec(
+    "smolvla_policy", "executor_node", "executor", "smolvla_policy.executor_node:ExecutorNode"
+)
+
+
+def camera(name: str) -> NodeSpec:
+    return NodeSpec("so100_driver", "camera_node", f"camera_{name}", "so100_driver.camera_node:CameraNode")
+
+
+DEFAULT_CAMERAS = ("top", "wrist")
+
+# graph name -> parameter files (in config/, later files override earlier ones: the shared policy and
+# executor defaults first, the graph's own file last) and nodes.
+GRAPHS: dict[str, tuple[tuple[str, ...], tuple[NodeSpec, ...]]] = {
+    "sim": (("policy.yaml", "executor.yaml", "sim.yaml"), (SIM, POLICY, EXECUTOR)),
+    "real": (
+        ("policy.yaml", "executor.yaml", "robot.yaml"),
+        (*(camera(c) for c in DEFAULT_CAMERAS), ARM, POLICY, EXECUTOR),
+    ),
+    "robot": (("executor.yaml", "robot.yaml"), (*(camera(c) for c in DEFAULT_CAMERAS), ARM, EXECUTOR)),
+    "policy": (("policy.yaml",), (POLICY,)),
+}
+
+
+@dataclass(frozen=True)
+class Argument:
+    """A launch argument / runner flag and the node parameters it sets (empty: keep the YAML value)."""
+
+    name: str
+    targets: tuple[tuple[NodeSpec, str], ...]  # (node, parameter name): only where that node is in the graph
+    help: str
+    type: type = str
+
+    def convert(self, value: str):
+        """The typed parameter value, so that e.g. fps=30 reaches a double parameter as 30.0."""
+        if self.type is bool:
+            if value.lower() not in ("true", "false"):
+                raise ValueError(f"argument {self.name!r} must be true or false, got {value!r}")
+            return value.lower() == "true"
+        try:
+            return self.type(value)
+        except ValueError as err:
+            raise ValueError(f"argument {self.name!r} must be a {self.type.__name__}, got {value!r}") from err
+
+
+ARGUMENTS = {
+    a.name: a
+    for a in (
+        Argument(
+            "checkpoint", ((POLICY, "checkpoint"),), "SmolVLA checkpoint: LeRobot folder or hub repo id"
+        ),
+        Argument("device", ((POLICY, "device"),), "torch device of the policy: auto, cpu, cuda, cuda:1, ..."),
+        Argument(
+            "calibration_file",
+            ((ARM, "calibration_file"), (POLICY, "calibration_file")),
+            "LeRobot calibration JSON of the follower arm",
+        ),
+        Argument("port", ((ARM, "port"),), "serial port of the follower arm, e.g. /dev/ttyACM0"),
+        *(
+            Argument(
+                f"{name}_camera",
+                ((camera(name), "source"),),
+                f"{name} camera: /dev/videoN, /dev/v4l/by-id/..., a video file or an image folder",
+            )
+            for name in DEFAULT_CAMERAS
+        ),
+        Argument(
+            "camera_fps",
+            ((SIM, "camera_fps"), *((camera(c), "fps") for c in DEFAULT_CAMERAS)),
+            "camera frame rate (Hz)",
+            float,
+        ),
+        Argument("fps", ((EXECUTOR, "rate_hz"),), "control rate of the executor (Hz)", float),
+        Argument("mode", ((EXECUTOR, "mode"),), "executor mode: async (default) or sync"),
+        Argument("task", ((POLICY, "task"),), "default instruction until one arrives on /instruction"),
+    )
+}
+
+
+def config_dir() -> Path:
+    """The YAML parameter files: the installed share/ folder, or the source tree as a fallback."""
+    try:
+        from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
+
+        try:
+            return Path(get_package_share_directory("smolvla_bringup")) / "config"
+        except PackageNotFoundError:
+            pass
+    except ImportError:
+        pass
+    return Path(__file__).resolve().parents[1] / "config"
+
+
+def graph(name: str) -> tuple[list[Path], tuple[NodeSpec, ...]]:
+    """Parameter files and nodes of a graph; a clear error for an unknown name."""
+    if name not in GRAPHS:
+        raise ValueError(f"unknown graph {name!r}; choose one of {sorted(GRAPHS)}")
+    files, nodes = GRAPHS[name]
+    return [config_dir() / f for f in files], nodes
+
+
+def overrides(values: dict[str, str], nodes: tuple[NodeSpec, ...] | None = None) -> dict[str, dict]:
+    """Argument values -> {node name: {parameter: typed value}}, skipping empty values.
+
+    With ``nodes`` (a graph), only targets whose node is in it are set, and a value given for an argument
+    that no node of the graph uses is an error (e.g. ``port`` for the simulation).
+    """
+    result: dict[str, dict] = {}
+    for name, value in values.items():
+        if name not in ARGUMENTS:
+            raise ValueError(f"unknown argument {name!r}; known: {sorted(ARGUMENTS)}")
+        if value == "":
+            continue
+        targets = [(spec, param) for spec, param in ARGUMENTS[name].targets if nodes is None or spec in nodes]
+        if not targets:
+            names = ", ".join(spec.name for spec in nodes or ())
+            raise ValueError(f"argument {name!r} does not apply to this graph (its nodes: {names})")
+        for spec, param in targets:
+            result.setdefault(spec.name, {})[param] = ARGUMENTS[name].convert(value)
+    return result

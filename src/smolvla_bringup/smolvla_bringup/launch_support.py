@@ -1,0 +1,44 @@
+"""Builds a launch description from :mod:`smolvla_bringup.graph` (needs `launch` and `launch_ros`).
+
+The launch files are one line each on top of this, so they start exactly the nodes, names, parameter
+files and argument overrides that `smolvla-run` starts.
+"""
+
+from __future__ import annotations
+
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.substitutions import LaunchConfiguration
+from launch_ros.actions import Node
+
+from smolvla_bringup import graph
+
+
+def _nodes(context, graph_name: str):
+    files, specs = graph.graph(graph_name)
+    extra = [p for p in LaunchConfiguration("params").perform(context).split(",") if p]
+    values = {name: LaunchConfiguration(name).perform(context) for name in graph.ARGUMENTS}
+    per_node = graph.overrides(values, specs)
+    return [
+        Node(
+            package=spec.package,
+            executable=spec.executable,
+            name=spec.name,
+            output="screen",
+            emulate_tty=True,
+            parameters=[*map(str, files), *extra, per_node.get(spec.name, {})],
+        )
+        for spec in specs
+    ]
+
+
+def describe(graph_name: str) -> LaunchDescription:
+    """Launch arguments (all default to "keep the YAML value") and the graph's nodes."""
+    arguments = [
+        DeclareLaunchArgument(name, default_value="", description=argument.help)
+        for name, argument in graph.ARGUMENTS.items()
+    ]
+    arguments.append(
+        DeclareLaunchArgument("params", default_value="", description="extra YAML files, comma-separated")
+    )
+    return LaunchDescription([*arguments, OpaqueFunction(function=_nodes, args=[graph_name])])

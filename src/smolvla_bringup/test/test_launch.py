@@ -1,0 +1,102 @@
+"""Each launch file loads and describes exactly the runner's graph (needs `launch` and `launch_ros`).
+
+Skipped where those packages are absent (the ROS 2 wheels from PyPI do not ship them); on a full ROS 2
+install it imports every ``launch/*.launch.py``, evaluates its description with argument values and checks
+the nodes (package, executable, name, parameter files and overrides) against :mod:`smolvla_bringup.graph`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from smolvla_bringup import graph
+
+LAUNCH_DIR = Path(__file__).resolve().parents[1] / "launch"
+GRAPH_OF = {f"{name}.launch.py": name for name in graph.GRAPHS}
+
+
+def test_there_is_one_launch_file_per_graph():
+    assert sorted(p.name for p in LAUNCH_DIR.glob("*.launch.py")) == sorted(GRAPH_OF)
+
+
+def _load(path: Path):
+    spec = importlib.util.spec_from_file_location(path.stem.replace(".", "_"), path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("filename", sorted(GRAPH_OF))
+def test_launch_file_describes_the_graph(filename):
+    for package in ("launch", "launch_ros"):
+        if importlib.util.find_spec(package) is None:
+            pytest.skip(
+                f"`{package}` is not installed (ROS 2 PyPI wheels): the launch files need a ROS 2 install"
+            )
+    from launch import LaunchContext
+    from launch.actions import DeclareLaunchArgument, OpaqueFunction
+    from launch_ros.actions import Node
+    from launch_ros.utilities import evaluate_parameters
+
+    name = GRAPH_OF[filename]
+    description = _load(LAUNCH_DIR / filename).generate_launch_description()
+    declared = {a.name for a in description.entities if isinstance(a, DeclareLaunchArgument)}
+    assert declared == {*graph.ARGUMENTS, "params"}
+
+    files, specs = graph.graph(name)
+    values = {"checkpoint": "/models/ckpt", "fps": "25", "params": "/extra.yaml"}
+    if name != "policy":
+        values["mode"] = "sync"
+    context = LaunchContext()
+    for argument in description.entities:
+        if isinstance(argument, DeclareLaunchArgument):
+            context.launch_configurations[argument.name] = values.get(argument.name, "")
+    nodes = []
+    for action in description.entities:
+        if isinstance(action, OpaqueFunction):
+            nodes += [n for n in action.execute(context) or [] if isinstance(n, Node)]
+    assert [(n.node_package, n.node_executable) for n in nodes] == [(s.package, s.executable) for s in specs]
+    expected = graph.overrides({k: v for k, v in values.items() if k != "params"}, specs)
+    for node, spec in zip(nodes, specs, strict=True):
+        assert node._Node__node_name == spec.name  # launch_ros keeps the name as given until it runs
+        parameters = evaluate_parameters(context, node._Node__parameters)
+        assert [str(p) for p in parameters[: len(files)]] == [str(f) for f in files]
+        assert str(parameters[len(files)]) == "/extra.yaml"
+        assert parameters[-1] == expected.get(spec.name, {}) or (
+            parameters[-1] in ({}, None) and not expected.get(spec.name)
+        )
+
+
+def test_robot_description_is_the_so101_with_resolvable_meshes():
+    import xml.etree.ElementTree as ET
+
+    from smolvla_bringup.robot_description import so101_urdf
+
+    robot = ET.fromstring(so101_urdf())
+    moving = {j.get("name") for j in robot.iter("joint") if j.get("type") == "revolute"}
+    assert moving == {"shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll", "gripper"}
+    meshes = [m.get("filename") for m in robot.iter("mesh")]
+    assert meshes and all(m.startswith("file:///") for m in meshes)
+    assert all(Path(m.removeprefix("file://")).is_file() for m in meshes)
+
+
+def test_rviz_config_shows_arm_cameras_and_predicted_ghost():
+    import xml.etree.ElementTree as ET
+
+    import yaml
+
+    from smolvla_bringup.robot_description import so101_urdf
+
+    config = yaml.safe_load((Path(__file__).resolve().parents[1] / "rviz" / "smolvla.rviz").read_text())
+    manager = config["Visualization Manager"]
+    displays = {d["Name"]: d for d in manager["Displays"]}
+    classes = [d["Class"] for d in displays.values()]
+    assert classes.count("rviz_default_plugins/RobotModel") == 2 and "rviz_default_plugins/TF" in classes
+    images = {d["Topic"]["Value"] for d in displays.values() if d["Class"] == "rviz_default_plugins/Image"}
+    assert images == {"/cameras/top/image_raw", "/cameras/wrist/image_raw"}
+    assert displays["SO-101 (predicted chunk)"]["TF Prefix"] == "predicted"
+    links = {link.get("name") for link in ET.fromstring(so101_urdf()).iter("link")}
+    assert manager["Global Options"]["Fixed Frame"] in links

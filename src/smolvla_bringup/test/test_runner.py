@@ -1,0 +1,159 @@
+"""`smolvla-run sim` end to end: the sim bringup in its own process, an instruction from `smolvla-instruct`,
+chunks executed and the simulated arm moving, then a clean exit on Ctrl-C (SIGINT).
+
+Everything is real: the runner process builds the nodes from the shipped YAML files (MuJoCo arm and
+cameras, policy with a tiny generated checkpoint, executor); this test talks to it over DDS only.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+import rclpy
+from rclpy.executors import SingleThreadedExecutor
+from sensor_msgs.msg import JointState
+from trajectory_msgs.msg import JointTrajectory
+
+from smolvla_bringup import instruct, runner
+from smolvla_msgs.msg import ActionChunk, ExecutorStatus
+
+
+class Watcher:
+    """A probe node in its own context: records joint states, commands, chunks and executor status."""
+
+    def __init__(self):
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context)
+        self.node = rclpy.create_node("runner_test_watcher", context=self.context)
+        self.lock = threading.Lock()
+        self.states: list[np.ndarray] = []
+        self.commands = 0
+        self.chunks = 0
+        self.status: ExecutorStatus | None = None
+        self.node.create_subscription(JointState, "/joint_states", self._on_state, 50)
+        self.node.create_subscription(JointTrajectory, "/joint_commands", self._on_command, 50)
+        self.node.create_subscription(ActionChunk, "/smolvla/action_chunk", self._on_chunk, 10)
+        self.node.create_subscription(ExecutorStatus, "/smolvla/executor_status", self._on_status, 10)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._spin, daemon=True)
+        self.thread.start()
+
+    def _spin(self):
+        while not self._stop.is_set():
+            self.executor.spin_once(timeout_sec=0.05)
+
+    def _on_state(self, msg):
+        with self.lock:
+            self.states.append(np.array(msg.position))
+
+    def _on_command(self, msg):
+        with self.lock:
+            self.commands += 1
+
+    def _on_chunk(self, msg):
+        with self.lock:
+            self.chunks += 1
+
+    def _on_status(self, msg):
+        with self.lock:
+            self.status = msg
+
+    def wait_for(self, predicate, timeout: float, what: str):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                if predicate(self):
+                    return
+            time.sleep(0.05)
+        raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+    def close(self):
+        self._stop.set()
+        self.thread.join(timeout=5)
+        self.executor.shutdown()
+        self.node.destroy_node()
+        rclpy.shutdown(context=self.context)
+
+
+@pytest.fixture
+def watcher():
+    w = Watcher()
+    yield w
+    w.close()
+
+
+def _stop(process, reader) -> int | None:
+    """Ctrl-C the runner; its exit code, or None when it had to be killed."""
+    process.send_signal(signal.SIGINT)
+    try:
+        rc = process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        rc = None
+    reader.join(timeout=5)
+    return rc
+
+
+def _instruct_and_watch(watcher) -> None:
+    watcher.wait_for(lambda w: len(w.states) > 20, 90, "/joint_states from the simulated arm")
+    watcher.wait_for(lambda w: w.status is not None, 30, "/smolvla/executor_status")
+    time.sleep(1.0)
+    with watcher.lock:
+        assert watcher.chunks == 0, "the policy produced chunks before any instruction was given"
+        before = np.array(watcher.states[-10:])
+    assert np.ptp(before, axis=0).max() < 0.01, "the arm moves before the instruction"
+
+    assert instruct.main(["pick up the red cube", "--wait", "10", "--linger", "0.5"]) == 0
+
+    watcher.wait_for(
+        lambda w: w.status is not None and w.status.executed_steps > 30 and w.commands > 30,
+        90,
+        "chunks executed (executor executed_steps and /joint_commands)",
+    )
+    with watcher.lock:
+        moved = np.abs(np.array(watcher.states[-50:]) - before[-1]).max()
+        status = watcher.status
+    assert status.chunks_received > 0 and watcher.chunks > 0
+    assert moved > 0.02, f"the simulated arm did not move (max joint change {moved:.4f} rad)"
+
+
+def test_sim_bringup_runs_an_instruction_and_stops_on_ctrl_c(tiny_checkpoint, watcher):
+    cmd = [sys.executable, "-m", "smolvla_bringup.runner", "sim", "--checkpoint", str(tiny_checkpoint)]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    output: list[str] = []
+    reader = threading.Thread(target=lambda: output.extend(process.stdout), daemon=True)
+    reader.start()
+    try:
+        _instruct_and_watch(watcher)
+    except BaseException as err:  # never leave the runner process behind
+        _stop(process, reader)
+        if isinstance(err, AssertionError):
+            raise AssertionError(f"{err}\n--- smolvla-run output ---\n{''.join(output)[-4000:]}") from None
+        raise
+    rc = _stop(process, reader)
+    log = "".join(output)
+    assert rc == 0, f"smolvla-run did not exit cleanly on SIGINT (rc {rc}):\n{log[-3000:]}"
+    assert "SIGINT received, shutting down" in log
+    assert "Traceback" not in log, log[-3000:]
+
+
+def test_runner_refuses_bad_command_lines(capsys, tmp_path):
+    assert runner.main(["sim", "--port", "/dev/ttyACM0"]) == 2
+    assert "'port' does not apply" in capsys.readouterr().err
+    assert runner.main(["sim", "--params", str(tmp_path / "missing.yaml")]) == 2
+    assert "missing.yaml" in capsys.readouterr().err
+    assert runner.main(["real", "--fps", "fast"]) == 2
+    assert "'fps' must be a float" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        runner.main(["simulation"])
