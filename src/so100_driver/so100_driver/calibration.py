@@ -457,6 +457,6 @@ def compare_with_servos(
             elif int(actual) != expected:
                 problems.append(
                     f"motor {name} (id {motor.id}): {reg} in servo EEPROM is {int(actual)}, {file_hint} says "
-                    f"{expected} — re-run so100-calibrate, or point the calibration_file parameter at the right file"
+                    f"{expected} — re-run so100-calibrate, or point calibration_file at the right file"
                 )
     return problems

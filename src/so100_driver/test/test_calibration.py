@@ -282,7 +282,7 @@ def test_eeprom_comparison_names_what_differs(lerobot_file):
     problems = cal.compare_with_servos(other, eeprom, file_hint="follower.json")
     assert problems == [
         "motor wrist_flex (id 4): Homing_Offset in servo EEPROM is -612, follower.json says 37 — "
-        "re-run calibration or pass the right --calibration file",
+        "re-run so100-calibrate, or point calibration_file at the right file",
         "motor gripper (id 6): no EEPROM reading (servo missing or not answering)",
     ]
 
