@@ -1,14 +1,24 @@
 """Test-session setup shared by every package.
 
-Each pytest session gets its own ROS domain id and stays on localhost discovery, so that concurrent
-test runs on one machine (or a developer's running demo) never see each other's topics.
+Every test gets its own ROS domain id (and discovery stays on localhost), so nodes of one test never
+see the topics of another, of a concurrent test run on the same machine, or of a robot on the network.
+The id is read by rclpy when a test initialises its context, and inherited by subprocesses it starts.
 """
 
+import itertools
 import os
 import random
+
+import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-if "SMOLVLA_TEST_KEEP_DOMAIN" not in os.environ:
-    os.environ["ROS_DOMAIN_ID"] = str(random.SystemRandom().randint(1, 100))
+
+_DOMAIN_IDS = itertools.cycle(random.SystemRandom().sample(range(1, 101), 100))
+
+
+@pytest.fixture(autouse=True)
+def isolated_ros_domain(monkeypatch):
+    if "SMOLVLA_TEST_KEEP_DOMAIN" not in os.environ:
+        monkeypatch.setenv("ROS_DOMAIN_ID", str(next(_DOMAIN_IDS)))

@@ -37,6 +37,7 @@ from smolvla_policy.runtime import (
     PendingActions,
     PolicyRuntime,
     RuntimeConfig,
+    resolve_device,
 )
 
 STATE_NAMES = {
@@ -359,9 +360,9 @@ class PolicyNode(Node):
         runtime = PolicyRuntime(info, self._runtime_config())  # validates before the slow weight loading
         for warning in runtime.warnings:
             self.get_logger().warning(warning)
-        runtime.load_model(
-            p["checkpoint"], vlm_path=p["vlm_path"] or None, device=p["device"], dtype=p["dtype"]
-        )
+        device = resolve_device(p["device"])
+        self.device_name = f"{device}/{p['dtype']}"
+        runtime.load_model(p["checkpoint"], vlm_path=p["vlm_path"] or None, device=device, dtype=p["dtype"])
         if p["warmup"]:
             images = {k: np.zeros((s[1], s[2], 3), np.uint8) for k, s in info.image_shapes.items()}
             runtime.model.predict_chunk(images, np.zeros(info.state_dim), "warm up")

@@ -11,6 +11,7 @@ from smolvla_policy.runtime.core import (
     PolicyRuntime,
     RuntimeConfig,
     image_key,
+    resolve_device,
 )
 from smolvla_policy.runtime.units import UnitConverter, UnitsError, joint_units_for_mode
 
@@ -28,4 +29,5 @@ __all__ = [
     "UnitsError",
     "image_key",
     "joint_units_for_mode",
+    "resolve_device",
 ]
