@@ -16,6 +16,9 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 
 _DOMAIN_IDS = itertools.cycle(random.SystemRandom().sample(range(1, 101), 100))
+if "SMOLVLA_TEST_KEEP_DOMAIN" not in os.environ:
+    # for module/session fixtures that start nodes outside a test; each test then gets its own id
+    os.environ["ROS_DOMAIN_ID"] = str(next(_DOMAIN_IDS))
 
 
 @pytest.fixture(autouse=True)
