@@ -3,7 +3,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 RUN := source scripts/env.sh &&
 
-.PHONY: help setup test lint format demo bench-model bench-driver bench-camera bench-sim bench-eval bench-pipeline clean
+.PHONY: help setup test lint format demo bench-model-setup bench-model bench-driver bench-camera bench-sim bench-eval bench-pipeline clean
 
 help:  ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -23,7 +23,10 @@ format: setup  ## ruff format + autofix
 demo: setup  ## run the whole pipeline in simulation and write a report
 	@$(RUN) python scripts/demo.py $(ARGS)
 
-bench-model: setup  ## SmolVLA chunk latency and memory (real-size architecture)
+bench-model-setup:  ## build .venv-lerobot (LeRobot 0.4.4, the reference bench-model compares against)
+	@bash scripts/setup_lerobot_reference.sh
+
+bench-model: setup  ## SmolVLA chunk latency and memory vs LeRobot (real-size architecture)
 	@$(RUN) HF_HUB_OFFLINE=1 python benchmarks/bench_model.py $(ARGS)
 
 bench-driver: setup  ## servo bus control cycle on the emulator

@@ -29,6 +29,7 @@ setup(
             "bag_player = smolvla_policy.bag_player:main",
             "replay_evaluator_node = smolvla_policy.replay_evaluator_node:main",
             "smolvla-eval = smolvla_policy.evaluation:main",
+            "smolvla-make-checkpoint = smolvla_policy.model.random_checkpoints:main",
             "smolvla-export-dataset = smolvla_policy.dataset_export:main",
             "smolvla-play = smolvla_policy.bag_player:main",
             "smolvla-record = smolvla_policy.recorder_node:episode_cli",

@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Separate virtual environment .venv-lerobot with LeRobot 0.4.4's SmolVLA inference path, used ONLY by the
+# model benchmark (benchmarks/bench_model.py) as the reference implementation; tests never need it.
+#   - the versions the golden fixture was made with: torch 2.13.0 (CPU wheel), transformers 4.57.6,
+#     tokenizers 0.22.2, huggingface-hub 0.35.3;
+#   - lerobot 0.4.4 installed with --no-deps (it declares torch<2.11, which would pull a CUDA build), plus
+#     exactly the packages its SmolVLA inference path imports;
+#   - torchvision 0.28.0 (imported by lerobot and by the SmolVLM processor, no arithmetic on this path): its
+#     PyPI build ships CUDA-linked ops that cannot load here, so inside this venv only, its fake
+#     registrations of nms/qnms are guarded by torchvision.extension._has_ops().
+# Idempotent: re-running with everything installed takes a few seconds.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${LEROBOT_VENV:-$ROOT/.venv-lerobot}"
+PYTHON="${PYTHON:-python3}"
+log() { printf '[setup-lerobot] %s\n' "$*"; }
+quiet_pip() { "$VENV/bin/python" -m pip "$@" 2> >(grep -v "^WARNING: Location 'file:" >&2); }
+
+# What `lerobot.policies.smolvla` + `lerobot.policies.factory` import (module-level imports of lerobot's
+# configs/datasets/processor packages included), pinned inside lerobot 0.4.4's declared ranges.
+PINNED=(
+  torch==2.13.0 transformers==4.57.6 tokenizers==0.22.2 huggingface-hub==0.35.3 safetensors==0.8.0
+  numpy==2.4.6 pillow==13.0.0 num2words==0.5.14 accelerate==1.15.0 draccus==0.10.0
+  datasets==4.8.5 diffusers==0.35.2 imageio==2.38.1 deepdiff==8.6.2 av==15.1.0 einops==0.8.2
+  gymnasium==1.4.0 pyserial==3.5
+)
+NO_DEPS=(lerobot==0.4.4 torchvision==0.28.0)
+stamp="$(printf '%s\n' "${PINNED[@]}" "${NO_DEPS[@]}" | sha256sum | cut -d' ' -f1)"
+
+if [ ! -x "$VENV/bin/python" ]; then
+  log "creating $VENV"
+  "$PYTHON" -m venv "$VENV"
+fi
+if [ "$(cat "$VENV/.lerobot-stamp" 2>/dev/null)" != "$stamp" ]; then
+  log "installing LeRobot 0.4.4 and its SmolVLA inference dependencies (about a minute)"
+  quiet_pip install --disable-pip-version-check -q "${PINNED[@]}"
+  quiet_pip install --disable-pip-version-check -q --no-deps "${NO_DEPS[@]}"
+fi
+
+# Guard torchvision's fake nms/qnms registrations (its compiled ops cannot load with the CPU torch).
+"$VENV/bin/python" - <<'PY'
+import importlib.util
+import pathlib
+
+path = pathlib.Path(importlib.util.find_spec("torchvision").submodule_search_locations[0]) / "_meta_registrations.py"
+text = path.read_text()
+marker = "# guarded by setup_lerobot_reference.sh"
+if marker not in text:
+    helper = (
+        "\n\ndef _register_fake_if_ops(name):  " + marker + "\n"
+        "    if torchvision.extension._has_ops():\n"
+        "        return torch.library.register_fake(name)\n"
+        "    return lambda fn: fn\n"
+    )
+    anchor = "import torchvision.extension  # noqa: F401\n"
+    assert anchor in text, "unexpected torchvision/_meta_registrations.py layout"
+    text = text.replace(anchor, anchor + helper, 1)
+    for op in ("nms", "qnms"):
+        text = text.replace(f'@torch.library.register_fake("torchvision::{op}")', f'@_register_fake_if_ops("torchvision::{op}")')
+    path.write_text(text)
+    print(f"[setup-lerobot] patched {path}")
+PY
+
+HF_HUB_OFFLINE=1 "$VENV/bin/python" -c "
+import torch, transformers, lerobot
+from lerobot.policies.smolvla.modeling_smolvla import SmolVLAPolicy
+from lerobot.policies.factory import make_pre_post_processors
+print(f'[setup-lerobot] ready: lerobot {lerobot.__version__}, torch {torch.__version__}, transformers {transformers.__version__}')
+"
+echo "$stamp" > "$VENV/.lerobot-stamp"
