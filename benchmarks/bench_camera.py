@@ -18,7 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import rclpy
-from rclpy.executors import MultiThreadedExecutor
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.parameter import Parameter
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image
@@ -70,7 +70,7 @@ def bench_node(width: int, height: int, fps: float, seconds: float) -> None:
 
         context = rclpy.Context()
         rclpy.init(context=context)
-        executor = MultiThreadedExecutor(num_threads=2, context=context)
+        executor = SingleThreadedExecutor(context=context)
         camera = CameraNode(
             context=context,
             parameter_overrides=[

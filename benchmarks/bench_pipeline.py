@@ -40,7 +40,7 @@ import numpy as np
 import rclpy
 from builtin_interfaces.msg import Duration
 from diagnostic_msgs.msg import DiagnosticArray
-from rclpy.executors import MultiThreadedExecutor
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
 from std_srvs.srv import Trigger
@@ -48,6 +48,11 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from smolvla_msgs.msg import ActionChunk, ChunkRequest, ExecutorStatus
 from smolvla_policy.executor_core import Chunk, ChunkExecutorCore, ExecutorConfig
+
+# Keep discovery on this machine (and off the default domain): with the default SUBNET range, Fast DDS
+# added 100-250 ms per request -> chunk round trip on the development machine, which shows up as idle ticks.
+os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+os.environ.setdefault("ROS_DOMAIN_ID", str(random.SystemRandom().randint(101, 200)))
 
 JOINTS = ["shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll", "gripper"]
 FPS = 30.0
@@ -269,7 +274,7 @@ def run_once(
     policy = FakePolicy(latency, seed)
     arm = FakeArmAndRecorder(policy.request_stamps)
     helper = Node("bench_client")
-    executor = MultiThreadedExecutor(num_threads=3)
+    executor = SingleThreadedExecutor()
     for node in (policy, arm, helper):
         executor.add_node(node)
     stop = threading.Event()

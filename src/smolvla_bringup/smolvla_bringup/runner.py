@@ -1,9 +1,12 @@
 """`smolvla-run sim|real|robot|policy`: the suite's nodes in one process, without `launch`.
 
 For installs that have rclpy but not `launch`/`launch_ros` (the ROS 2 wheels from PyPI). It starts the
-same nodes as the launch files (see :mod:`smolvla_bringup.graph`), with the same names and YAML files,
-on a multi-threaded executor. Ctrl-C (SIGINT) or SIGTERM shuts down cleanly: nodes are destroyed in
-reverse start order, so the arm node disables torque (as configured) after the executor stopped sending.
+same nodes as the launch files (see :mod:`smolvla_bringup.graph`), with the same names and YAML files.
+The slow work runs on the nodes' own threads (inference, rendering, the servo bus, camera capture), so the
+ROS callbacks share one single-threaded executor: rclpy 9.1.2's MultiThreadedExecutor stalls for whole
+wait timeouts on an idle machine (16 of 300 timer callbacks ran in 3 s), which starved the control ticks.
+Ctrl-C (SIGINT) or SIGTERM shuts down cleanly: nodes are destroyed in reverse start order, so the arm node
+disables torque (as configured) after the executor stopped sending.
 """
 
 from __future__ import annotations
@@ -51,7 +54,7 @@ class Runner:
 
     def start(self, context=None) -> None:
         import rclpy
-        from rclpy.executors import MultiThreadedExecutor
+        from rclpy.executors import SingleThreadedExecutor
 
         self.context = context or rclpy.Context()
         if not self.context.ok():
@@ -67,7 +70,7 @@ class Runner:
             except Exception as cleanup_error:  # keep the startup error (it names the bad parameter) on top
                 print(f"smolvla-run: while cleaning up: {cleanup_error!r}", file=sys.stderr)
             raise
-        self.executor = MultiThreadedExecutor(context=self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)
         for node in self.nodes:
             self.executor.add_node(node)
         self._spinner = threading.Thread(target=self._spin, name="smolvla_run", daemon=True)

@@ -13,14 +13,14 @@ import threading
 import time
 
 import numpy as np
-import rclpy
 from builtin_interfaces.msg import Duration
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
+
+from so100_driver.node_main import run_node
 
 try:
     from rclpy.timer import TimerInfo
@@ -372,24 +372,11 @@ class ExecutorNode(Node):
         self.diagnostics_pub.publish(array)
 
 
-def main(args: list[str] | None = None) -> None:
-    # hand the GIL over within 1 ms (default 5 ms) so a due tick is not kept waiting by another callback
+def main(args: list[str] | None = None) -> int:
+    # hand the GIL over within 1 ms (default 5 ms) so a due tick is not kept waiting by another thread
     sys.setswitchinterval(0.001)
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = ExecutorNode()
-        executor = MultiThreadedExecutor(num_threads=3)
-        executor.add_node(node)
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
+    return run_node(ExecutorNode, "executor_node", args)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

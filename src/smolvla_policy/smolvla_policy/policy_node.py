@@ -17,11 +17,9 @@ import threading
 import time
 
 import numpy as np
-import rclpy
 from builtin_interfaces.msg import Duration, Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import ParameterDescriptor
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image, JointState
@@ -39,6 +37,7 @@ from smolvla_policy.runtime import (
     RuntimeConfig,
     resolve_device,
 )
+from so100_driver.node_main import run_node
 
 STATE_NAMES = {
     PolicyStatus.STATE_LOADING: "loading",
@@ -556,16 +555,7 @@ class PolicyNode(Node):
 
 
 def main(argv: list[str] | None = None) -> int:
-    rclpy.init(args=argv if argv is not None else sys.argv)
-    node = PolicyNode()
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return run_node(PolicyNode, "policy_node", argv)
 
 
 if __name__ == "__main__":

@@ -27,13 +27,13 @@ from pathlib import Path
 from typing import Any
 
 import rclpy
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from std_srvs.srv import SetBool, Trigger
 
 from smolvla_policy.bags import BagWriter
+from so100_driver.node_main import run_node
 
 DEFAULT_TOPICS = [
     "/joint_states:sensor_msgs/msg/JointState",
@@ -270,16 +270,7 @@ class RecorderNode(Node):
 
 
 def main(argv: list[str] | None = None) -> int:
-    rclpy.init(args=argv if argv is not None else sys.argv)
-    node = RecorderNode()
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return run_node(RecorderNode, "recorder_node", argv)
 
 
 def episode_cli(argv: list[str] | None = None) -> int:

@@ -23,8 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import rclpy
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import JointState
@@ -36,6 +34,7 @@ from smolvla_policy import bags
 from smolvla_policy.evaluation import EvaluationResult, make_records, write_report
 from smolvla_policy.metrics import compute_metrics
 from smolvla_policy.runtime import Chunk
+from so100_driver.node_main import run_node
 
 
 @dataclass
@@ -216,16 +215,7 @@ class ReplayEvaluatorNode(Node):
 
 
 def main(argv: list[str] | None = None) -> int:
-    rclpy.init(args=argv if argv is not None else sys.argv)
-    node = ReplayEvaluatorNode()
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return run_node(ReplayEvaluatorNode, "replay_evaluator_node", argv)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 import pytest
 import rclpy
-from rclpy.executors import MultiThreadedExecutor
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import JointState
@@ -114,7 +114,7 @@ class Pipeline:
             ),
         )
         self.probe = Probe(self.context)
-        self.executor = MultiThreadedExecutor(num_threads=6, context=self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)
         self.nodes = [self.arm, self.probe]
         for node in self.nodes:
             self.executor.add_node(node)

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import rclpy
 from builtin_interfaces.msg import Time
-from rclpy.executors import MultiThreadedExecutor
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rosgraph_msgs.msg import Clock
@@ -125,7 +125,7 @@ class FakeArm(Node):
 
 
 class Rig:
-    """Executor node + fake policy + fake arm spinning in a MultiThreadedExecutor thread; with ``sim_time``
+    """Executor node + fake policy + fake arm spinning in a SingleThreadedExecutor thread; with ``sim_time``
     every node uses ``/clock``, published here from 1000 s on at wall-clock speed."""
 
     def __init__(self, latency: float = 0.2, sim_time: bool = False, **parameters) -> None:
@@ -146,7 +146,7 @@ class Rig:
                 clock_pub.publish(Clock(clock=Time(sec=int(t), nanosec=int((t % 1) * 1e9))))
 
             self.helper.create_timer(0.005, publish_clock)
-        self.executor = MultiThreadedExecutor(num_threads=4, context=self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)
         for node in (self.executor_node, self.policy, self.arm, self.helper):
             self.executor.add_node(node)
         self._stop = threading.Event()

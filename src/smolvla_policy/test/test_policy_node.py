@@ -16,7 +16,7 @@ import pytest
 import rclpy
 from builtin_interfaces.msg import Duration
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
-from rclpy.executors import MultiThreadedExecutor
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
@@ -127,7 +127,7 @@ class Robot(Node):
 
 
 class Rig:
-    """Policy node + fake robot in one context, spun by a MultiThreadedExecutor thread."""
+    """Policy node + fake robot in one context, spun by a SingleThreadedExecutor thread."""
 
     def __init__(
         self, checkpoint, calibration_file, instruction: str | None = "pick up the cube", robot=None, **params
@@ -147,7 +147,7 @@ class Rig:
         }
         overrides = [Parameter(k, value=v) for k, v in {**defaults, **params}.items()]
         self.node = PolicyNode(context=self.context, parameter_overrides=overrides)
-        self.executor = MultiThreadedExecutor(num_threads=3, context=self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
         self.executor.add_node(self.robot)
         self._stop = threading.Event()

@@ -16,7 +16,7 @@ import time
 import numpy as np
 import pytest
 import rclpy
-from rclpy.executors import MultiThreadedExecutor
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.parameter import Parameter
 
 from smolvla_msgs.msg import PolicyStatus
@@ -59,7 +59,7 @@ def test_live_replay_matches_the_offline_evaluation(tiny_checkpoint, calibration
     rclpy.init(context=context)
     nodes = []
     stop = threading.Event()
-    executor = MultiThreadedExecutor(num_threads=4, context=context)
+    executor = SingleThreadedExecutor(context=context)
     thread = threading.Thread(
         target=lambda: [executor.spin_once(timeout_sec=0.05) for _ in iter(stop.is_set, True)], daemon=True
     )

@@ -8,19 +8,15 @@ serves ``~/torque`` (std_srvs/SetBool).
 
 from __future__ import annotations
 
-import signal
 import sys
 import threading
 import time
 from collections.abc import Sequence
 
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.exceptions import InvalidParameterTypeException
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
-from rclpy.signals import SignalHandlerOptions
 from rclpy.time import Time
 from sensor_msgs.msg import JointState
 from std_srvs.srv import SetBool
@@ -37,6 +33,7 @@ from so100_driver.arm_controller import (
     StatusReport,
 )
 from so100_driver.bus import FeetechBus
+from so100_driver.node_main import run_node
 
 DEFAULT_JOINTS = ["shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll", "gripper"]
 DEFAULT_IDS = [1, 2, 3, 4, 5, 6]
@@ -289,38 +286,6 @@ class ArmNode(Node):
     @property
     def state(self) -> ArmState:
         return self.controller.state
-
-
-def _interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt
-
-
-def run_node(factory, name: str, args=None) -> int:
-    """Spin a node until Ctrl-C/SIGTERM, then destroy it while the context is still valid.
-
-    rclpy's own signal handler would invalidate the context at once; here the node can still disable
-    torque and log while it stops.
-    """
-    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
-    signal.signal(signal.SIGTERM, _interrupt)
-    node = None
-    try:
-        node = factory()
-        executor = SingleThreadedExecutor()
-        executor.add_node(node)
-        while rclpy.ok():
-            executor.spin_once(timeout_sec=0.2)  # returns to Python regularly, so signals are handled
-    except ParameterError as exc:
-        print(f"{name}: {exc}", file=sys.stderr)
-        return 2
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
-    return 0
 
 
 def main(args=None) -> int:

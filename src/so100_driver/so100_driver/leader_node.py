@@ -26,10 +26,10 @@ from so100_driver.arm_node import (
     declare_parameters,
     joint_state,
     load_joints,
-    run_node,
     to_diagnostic_array,
 )
 from so100_driver.bus import FeetechBus
+from so100_driver.node_main import run_node
 
 
 class LeaderNode(Node):

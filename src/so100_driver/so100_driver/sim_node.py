@@ -12,18 +12,14 @@ from __future__ import annotations
 
 import math
 import os
-import signal
 import sys
 import time
 from collections.abc import Sequence
 
 import numpy as np
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import ParameterDescriptor
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
-from rclpy.signals import SignalHandlerOptions
 from rclpy.time import Time
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import Image, JointState
@@ -33,6 +29,7 @@ from trajectory_msgs.msg import JointTrajectory
 from so100_driver.camera import CameraConfigError
 from so100_driver.camera_node import image_qos
 from so100_driver.image_conversion import rgb_to_image_msg
+from so100_driver.node_main import run_node
 from so100_driver.sim.arm import ArmState, SimArm  # (importing so100_driver.sim selects MUJOCO_GL first)
 from so100_driver.sim.commands import CommandError, JointCommands
 from so100_driver.sim.render import RenderError
@@ -364,37 +361,8 @@ class SimArmNode(Node):
         super().destroy_node()
 
 
-def _interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt
-
-
 def main(args=None) -> int:
-    # Plain Python signal handling: Ctrl-C (or SIGTERM) at any moment, also while the scene is still being
-    # built, ends the node cleanly; spin_once with a timeout lets the interrupt through promptly.
-    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
-    for signum in (signal.SIGINT, signal.SIGTERM):  # also when started in the background (SIGINT ignored)
-        signal.signal(signum, _interrupt)
-    node = None
-    executor = None
-    try:
-        node = SimArmNode()
-        executor = SingleThreadedExecutor()
-        executor.add_node(node)
-        while rclpy.ok():
-            executor.spin_once(timeout_sec=0.1)
-    except (ParameterError, RenderError) as error:
-        print(f"sim_node: {error}", file=sys.stderr)
-        return 2
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if executor is not None:
-            executor.shutdown()
-        if node is not None:
-            node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
-    return 0
+    return run_node(SimArmNode, "sim_node", args, startup_errors=(ParameterError, RenderError))
 
 
 if __name__ == "__main__":
