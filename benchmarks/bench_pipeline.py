@@ -3,8 +3,8 @@
 The real executor node runs in its own process (``python -m smolvla_policy.executor_node``), as it would on
 a robot. This process hosts a latency-injecting fake policy and an ideal fake arm:
 
-* fake arm: publishes ``/joint_states`` = the last ``/joint_commands`` point, stamped with that command's
-  stamp (as if every command were reached exactly on time), on every command and at 20 Hz;
+* fake arm: like the real arm node, publishes ``/joint_states`` at 100 Hz, stamped with the time it reports;
+  the position is the last ``/joint_commands`` point (as if every command were reached at once);
 * fake policy: answers each ``/smolvla/request`` after ``latency`` seconds with a 50-step chunk (dt 1/30 s)
   that continues a smooth reference trajectory from the newest observed joint state (joint 0 encodes the
   progress along the reference), plus a random per-chunk offset (N(0, 0.02 rad) on joints 1..5), so boundary
@@ -158,7 +158,6 @@ class FakeArmAndRecorder(Node):
         self.round_trips: list[float] = []
         self.create_subscription(ActionChunk, "/smolvla/action_chunk", self._on_chunk, 10)
         self.position = np.zeros(6)
-        self.position_stamp = None
         self.commands: list[np.ndarray] = []
         self.command_times: list[float] = []
         self.statuses: list[ExecutorStatus] = []
@@ -167,14 +166,12 @@ class FakeArmAndRecorder(Node):
         self.create_subscription(JointTrajectory, "/joint_commands", self._on_command, 10)
         self.create_subscription(ExecutorStatus, "/smolvla/executor_status", self.statuses.append, 10)
         self.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
-        self.create_timer(0.05, self._publish_state)
+        self.create_timer(0.01, self._publish_state)
 
     def _on_command(self, msg: JointTrajectory) -> None:
         self.position = np.array(msg.points[0].positions)
-        self.position_stamp = msg.header.stamp
         self.commands.append(self.position)
         self.command_times.append(stamp_s(msg.header.stamp))
-        self._publish_state()
 
     def _on_chunk(self, msg: ActionChunk) -> None:
         if msg.request_id in self.request_stamps:
@@ -182,7 +179,7 @@ class FakeArmAndRecorder(Node):
 
     def _publish_state(self) -> None:
         msg = JointState(name=JOINTS, position=self.position.tolist())
-        msg.header.stamp = self.position_stamp or self.get_clock().now().to_msg()
+        msg.header.stamp = self.get_clock().now().to_msg()
         self.state_pub.publish(msg)
 
     def _on_diagnostics(self, msg: DiagnosticArray) -> None:
@@ -224,7 +221,7 @@ def expected_figures(mode: str, latency: float, actions: int, threshold: float) 
 
     Ideal: first latency + actions / fps. Expected: the same executor core (``ChunkExecutorCore``) in
     simulated time with zero transport and scheduling cost: ticks exactly every 1/fps, each request answered
-    exactly ``latency`` later from an observation one tick old (the arm reports the previous tick's command).
+    exactly ``latency`` later from an observation taken at the request's tick (the arm reports at 100 Hz).
     The difference between expected and measured is the cost of the real timing path (DDS, processes, load).
     """
     config = ExecutorConfig(
@@ -238,7 +235,7 @@ def expected_figures(mode: str, latency: float, actions: int, threshold: float) 
     core.on_joint_state(0.0, JOINTS, np.zeros(6))
     core.start(0.0)
     arrivals: list[tuple[float, Chunk]] = []
-    chunk_id, k, previous_tick = 0, 0, 0.0
+    chunk_id, k = 0, 0
     while core.stats(k * DT).executed_steps < actions and k < 100_000:
         k += 1
         now = k * DT
@@ -252,14 +249,13 @@ def expected_figures(mode: str, latency: float, actions: int, threshold: float) 
             chunk = Chunk(
                 chunk_id,
                 result.request.request_id,
-                previous_tick,
+                now,
                 DT,
                 tuple(JOINTS),
                 np.arange(HORIZON) * DT,
                 positions,
             )
             arrivals.append((now + latency, chunk))
-        previous_tick = now
     stats = core.stats(k * DT)
     return latency + actions * DT, k * DT, stats.idle_ticks
 
