@@ -4,6 +4,8 @@
 ``smolvla_policy.model.random_checkpoints.make_tiny_checkpoint``; ``tiny_checkpoint`` is the default one.
 Defaults are chosen for speed: two 48x64 cameras ``top`` and ``wrist``, 6 joints, 10-step chunks, 2 denoising
 steps, and dataset statistics in LeRobot degree mode (body joints in degrees, gripper 0..100).
+``calibration_file`` is a LeRobot calibration file whose joints all span the requesting test module's
+``RANGE_MIN``..``RANGE_MAX`` raw steps, so the module's hand-computed expectations use the same numbers.
 """
 
 from __future__ import annotations
@@ -53,3 +55,18 @@ def tiny_checkpoint_factory(tmp_path_factory) -> Callable[..., Path]:
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tiny_checkpoint_factory) -> Path:
     return tiny_checkpoint_factory()
+
+
+@pytest.fixture(scope="module")
+def calibration_file(request, tmp_path_factory) -> Path:
+    from smolvla_policy.bags import SO101_JOINTS
+    from so100_driver.calibration import ArmCalibration, save_calibration
+
+    low, high = request.module.RANGE_MIN, request.module.RANGE_MAX
+    calibration = ArmCalibration.from_dict(
+        {
+            name: {"id": i + 1, "drive_mode": 0, "homing_offset": 0, "range_min": low, "range_max": high}
+            for i, name in enumerate(SO101_JOINTS)
+        }
+    )
+    return save_calibration(calibration, tmp_path_factory.mktemp("calibration") / "follower.json")

@@ -20,10 +20,9 @@ import pytest
 
 from smolvla_policy import bags
 from smolvla_policy.dataset_export import ExportSettings, export_dataset, main
-from so100_driver.calibration import ArmCalibration, save_calibration
 
 CAMERAS = {"top": "/cameras/top/image_raw", "wrist": "/cameras/wrist/image_raw"}
-RANGE_MIN, RANGE_MAX = 1000, 3000
+RANGE_MIN, RANGE_MAX = 1000, 3000  # every joint's range in the `calibration_file` fixture
 FPS = 30
 REPO_ROOT = Path(__file__).resolve().parents[3]
 
@@ -35,23 +34,6 @@ def recordings(tmp_path_factory):
         bags.write_synthetic_bag(root / "ep0", "mcap", duration_s=2.0, task="pick up the cube"),
         bags.write_synthetic_bag(root / "ep1", "sqlite3", duration_s=1.0, task="put the cube in the box"),
     ]
-
-
-@pytest.fixture(scope="module")
-def calibration_file(tmp_path_factory):
-    calibration = ArmCalibration.from_dict(
-        {
-            name: {
-                "id": i + 1,
-                "drive_mode": 0,
-                "homing_offset": 0,
-                "range_min": RANGE_MIN,
-                "range_max": RANGE_MAX,
-            }
-            for i, name in enumerate(bags.SO101_JOINTS)
-        }
-    )
-    return save_calibration(calibration, tmp_path_factory.mktemp("calibration") / "follower.json")
 
 
 def lerobot_units(rad: np.ndarray, units: str) -> np.ndarray:

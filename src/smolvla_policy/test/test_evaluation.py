@@ -24,13 +24,12 @@ from smolvla_policy.evaluation import (
     read_ground_truth,
     write_report,
 )
-from so100_driver.calibration import ArmCalibration, save_calibration
 
 CAMERAS = {"top": "/cameras/top/image_raw", "wrist": "/cameras/wrist/image_raw"}
 DT = 1 / 30
 START = 100.0
 DURATION = 3.0
-RANGE_MIN, RANGE_MAX = 1000, 3000
+RANGE_MIN, RANGE_MAX = 1000, 3000  # every joint's range in the `calibration_file` fixture
 
 
 @pytest.fixture(scope="module")
@@ -40,23 +39,6 @@ def bag_paths(tmp_path_factory):
         s: bags.write_synthetic_bag(root / f"run_{s}", s, duration_s=DURATION, start_s=START)
         for s in ("mcap", "sqlite3")
     }
-
-
-@pytest.fixture(scope="module")
-def calibration_file(tmp_path_factory):
-    calibration = ArmCalibration.from_dict(
-        {
-            name: {
-                "id": i + 1,
-                "drive_mode": 0,
-                "homing_offset": 0,
-                "range_min": RANGE_MIN,
-                "range_max": RANGE_MAX,
-            }
-            for i, name in enumerate(bags.SO101_JOINTS)
-        }
-    )
-    return save_calibration(calibration, tmp_path_factory.mktemp("calibration") / "follower.json")
 
 
 def settings(**kwargs) -> EvalSettings:

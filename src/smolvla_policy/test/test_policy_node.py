@@ -27,8 +27,9 @@ from trajectory_msgs.msg import JointTrajectoryPoint
 from smolvla_msgs.msg import ActionChunk, ChunkRequest, PolicyStatus
 from smolvla_policy.policy_node import PolicyNode
 from smolvla_policy.runtime import SO101_JOINTS
-from so100_driver.calibration import ArmCalibration, save_calibration
 from so100_driver.image_conversion import rgb_to_compressed_msg, rgb_to_image_msg
+
+RANGE_MIN, RANGE_MAX = 1000, 3000  # every joint's range in the `calibration_file` fixture
 
 DT = 1 / 30
 
@@ -173,17 +174,6 @@ class Rig:
         self.node.destroy_node()
         self.robot.destroy_node()
         rclpy.shutdown(context=self.context)
-
-
-@pytest.fixture(scope="module")
-def calibration_file(tmp_path_factory):
-    calibration = ArmCalibration.from_dict(
-        {
-            name: {"id": i + 1, "drive_mode": 0, "homing_offset": 0, "range_min": 1000, "range_max": 3000}
-            for i, name in enumerate(SO101_JOINTS)
-        }
-    )
-    return save_calibration(calibration, tmp_path_factory.mktemp("calibration") / "follower.json")
 
 
 @pytest.fixture

@@ -26,7 +26,8 @@ from smolvla_policy.evaluation import EvalSettings, SeededNoiseModel, evaluate_b
 from smolvla_policy.executor_node import ExecutorNode
 from smolvla_policy.policy_node import PolicyNode
 from smolvla_policy.replay_evaluator_node import ReplayEvaluatorNode
-from so100_driver.calibration import ArmCalibration, save_calibration
+
+RANGE_MIN, RANGE_MAX = 1000, 3000  # every joint's range in the `calibration_file` fixture
 
 CAMERAS = {"top": "/cameras/top/image_raw", "wrist": "/cameras/wrist/image_raw"}
 SEED = 3
@@ -39,17 +40,6 @@ def wait_for(predicate, timeout: float, what: str):
             return
         time.sleep(0.02)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-
-@pytest.fixture
-def calibration_file(tmp_path):
-    calibration = ArmCalibration.from_dict(
-        {
-            name: {"id": i + 1, "drive_mode": 0, "homing_offset": 0, "range_min": 1000, "range_max": 3000}
-            for i, name in enumerate(bags.SO101_JOINTS)
-        }
-    )
-    return save_calibration(calibration, tmp_path / "follower.json")
 
 
 def test_live_replay_matches_the_offline_evaluation(tiny_checkpoint, calibration_file, tmp_path):
