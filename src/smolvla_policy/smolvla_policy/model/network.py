@@ -98,11 +98,14 @@ def rope_tables(positions: torch.Tensor, head_dim: int) -> tuple[torch.Tensor, t
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Split-half rotation of x (B, L, H, D), computed in float32."""
-    dtype = x.dtype
-    x = x.to(torch.float32)
-    x1, x2 = x.chunk(2, dim=-1)
-    return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1).to(dtype)
+    """Split-half rotation of x (B, L, H, D), computed in float32 (few ops: they are small and many)."""
+    x32 = x.to(torch.float32)
+    x1, x2 = x32.chunk(2, dim=-1)
+    out = torch.empty(x.shape, dtype=torch.float32, device=x.device)
+    o1, o2 = out.chunk(2, dim=-1)
+    torch.mul(x1, cos, out=o1).addcmul_(x2, sin, value=-1.0)
+    torch.mul(x2, cos, out=o2).addcmul_(x1, sin)
+    return out.to(x.dtype)
 
 
 def mask_to_bias(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -365,17 +368,17 @@ class SmolVLANet(nn.Module):
         gate, up = layer.mlp.gate_up(x).chunk(2, dim=-1)
         return layer.mlp.down(F.silu(gate) * up)
 
-    def _qkv(self, att: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(B, L, H, D), (B, L, KV, D), (B, L, KV, D) from one fused projection."""
+    def _qkv(
+        self, att: nn.Module, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Rotated q (B, L, H, D) and k (B, L, KV, D), and v (B, L, KV, D) from one fused projection."""
         batch, length, _ = x.shape
         dim = self.head_dim
-        kv = self.num_kv_heads * dim
-        q, k, v = att.qkv(x).split([self.num_heads * dim, kv, kv], -1)
-        return (
-            q.view(batch, length, -1, dim),
-            k.view(batch, length, -1, dim),
-            v.view(batch, length, -1, dim),
-        )
+        qk_width = (self.num_heads + self.num_kv_heads) * dim
+        qk, v = att.qkv(x).split([qk_width, self.num_kv_heads * dim], -1)
+        qk = apply_rope(qk.view(batch, length, -1, dim), *rope)  # q and k heads in one rotation
+        q, k = qk.split([self.num_heads, self.num_kv_heads], dim=2)
+        return q, k, v.view(batch, length, -1, dim)
 
     # ----------------------------------------------------------------------------------------- vision
     def _positions(self, rows: int, cols: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
@@ -398,13 +401,14 @@ class SmolVLANet(nn.Module):
         dtype = emb.patch_embedding.weight.dtype
         x = emb.patch_embedding(pixels.to(dtype))
         n, _, rows, cols = x.shape
-        x = x.flatten(2).transpose(1, 2)
+        x = x.flatten(2).transpose(1, 2).contiguous()  # a transposed layout would follow x to every op
         x = x + emb.position_embedding(self._positions(rows, cols, dtype, x.device))[None]
         length = x.shape[1]
         for layer in vision.encoder.layers:
             att = layer.self_attn
             qkv = att.qkv(layer.layer_norm1(x)).view(n, length, 3, att.num_heads, att.head_dim)
-            q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+            # (3, N, heads, L, D) contiguous: the CPU flash kernel is faster on it than on strided views
+            q, k, v = qkv.permute(2, 0, 3, 1, 4).contiguous().unbind(0)
             o = F.scaled_dot_product_attention(q, k, v, scale=att.scale)
             x = x + att.out(o.transpose(1, 2).reshape(n, length, att.embed_dim))
             x = x + layer.mlp.fc2_(layer.mlp.fc1_gelu(layer.layer_norm2(x)))
@@ -476,13 +480,11 @@ class SmolVLANet(nn.Module):
         for i, layer in enumerate(self.text.layers):
             att = layer.self_attn
             x = layer.input_layernorm(h).to(wdtype(att.qkv))
-            q, k, v = self._qkv(att, x)
-            k = apply_rope(k, cos, sin)
+            q, k, v = self._qkv(att, x, (cos, sin))
             keys.append(k)
             values.append(v)
             if i == last:  # the last layer's output is never used, only its keys and values
                 break
-            q = apply_rope(q, cos, sin)
             if q.dtype not in biases:
                 biases[q.dtype] = mask_to_bias(allowed, q.dtype)
             o = attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), biases[q.dtype])
@@ -559,9 +561,7 @@ class SmolVLANet(nn.Module):
             att = layer.self_attn
             if is_self:
                 x = layer.input_layernorm(h).to(wdtype(att.qkv))
-                q, k, v = self._qkv(att, x)
-                q = apply_rope(q, *cache.self_rope)
-                k = apply_rope(k, *cache.self_rope)
+                q, k, v = self._qkv(att, x, cache.self_rope)
                 buf_k, buf_v = cache.self_kv[i]
                 buf_k[:, :, length:] = k.transpose(1, 2)
                 buf_v[:, :, length:] = v.transpose(1, 2)

@@ -483,9 +483,11 @@ def _load_weights(
         net.load_state_dict(state, strict=False, assign=True)
         net.prepare_group(group)
         report.loaded += len(state)
+        del state
+        _release_freed_memory()  # each group's unfused copies: freed heap would otherwise only grow
     left = [n for n, p in net.named_parameters() if p.is_meta]
     if left:
         raise ckpt_io.CheckpointError(f"{reader.path}: tensors were not loaded: {left[:8]}")
     _release_freed_memory()
-    log.info("loaded %d tensors from %s (ignored %d)", len(state), reader.path, len(report.ignored))
+    log.info("loaded %d tensors from %s (ignored %d)", report.loaded, reader.path, len(report.ignored))
     return report
