@@ -14,8 +14,8 @@ setup:  ## create .venv, install pinned dependencies, build the workspace (idemp
 test:  ## setup if needed, then lint + the whole test suite (HF_HUB_OFFLINE=1)
 	@bash scripts/test.sh
 
-lint: setup  ## ruff check
-	@$(RUN) ruff check .
+lint: setup  ## ruff check + hadolint of the Dockerfiles
+	@$(RUN) ruff check . && hadolint docker/Dockerfile.*
 
 format: setup  ## ruff format + autofix
 	@$(RUN) ruff check --fix . && ruff format .
