@@ -2,9 +2,11 @@
 
 For installs that have rclpy but not `launch`/`launch_ros` (the ROS 2 wheels from PyPI). It starts the
 same nodes as the launch files (see :mod:`smolvla_bringup.graph`), with the same names and YAML files.
-The slow work runs on the nodes' own threads (inference, rendering, the servo bus, camera capture), so the
-ROS callbacks share one single-threaded executor: rclpy 9.1.2's MultiThreadedExecutor stalls for whole
-wait timeouts on an idle machine (16 of 300 timer callbacks ran in 3 s), which starved the control ticks.
+Execution is multi-threaded the way separate processes would be: every node spins its own single-threaded
+executor on its own thread, so a busy node never delays another node's callbacks (the executor's control
+ticks, the arm's bus cycle). rclpy 9.1.2's MultiThreadedExecutor is not used: it stalls for whole wait
+timeouts on an idle machine (16 of 300 timer callbacks ran in 3 s), which starved the control ticks.
+The slow work (inference, rendering, the servo bus, camera capture) also runs on the nodes' own threads.
 Ctrl-C (SIGINT) or SIGTERM shuts down cleanly: nodes are destroyed in reverse start order, so the arm node
 disables torque (as configured) after the executor stopped sending.
 """
@@ -50,11 +52,12 @@ class Runner:
         self.param_files = list(param_files)
         self.overrides = overrides or {}
         self.nodes: list = []
+        self._executors: list = []
+        self._spinners: list[threading.Thread] = []
         self._stop = threading.Event()
 
     def start(self, context=None) -> None:
         import rclpy
-        from rclpy.executors import SingleThreadedExecutor
 
         self.context = context or rclpy.Context()
         if not self.context.ok():
@@ -70,23 +73,32 @@ class Runner:
             except Exception as cleanup_error:  # keep the startup error (it names the bad parameter) on top
                 print(f"smolvla-run: while cleaning up: {cleanup_error!r}", file=sys.stderr)
             raise
-        self.executor = SingleThreadedExecutor(context=self.context)
         for node in self.nodes:
-            self.executor.add_node(node)
-        self._spinner = threading.Thread(target=self._spin, name="smolvla_run", daemon=True)
-        self._spinner.start()
+            self._spin_in_thread(node)
 
     def add_node(self, node) -> None:
         """Spin an extra node (made in ``self.context``, e.g. a recorder) with the graph; destroyed first."""
-        self.executor.add_node(node)
         self.nodes.append(node)
+        self._spin_in_thread(node)
 
-    def _spin(self) -> None:
+    def _spin_in_thread(self, node) -> None:
+        from rclpy.executors import SingleThreadedExecutor
+
+        executor = SingleThreadedExecutor(context=self.context)
+        executor.add_node(node)
+        thread = threading.Thread(
+            target=self._spin, args=(executor,), name=f"spin_{node.get_name()}", daemon=True
+        )
+        self._executors.append(executor)
+        self._spinners.append(thread)
+        thread.start()
+
+    def _spin(self, executor) -> None:
         from rclpy.executors import ExternalShutdownException
 
         try:
             while not self._stop.is_set() and self.context.ok():
-                self.executor.spin_once(timeout_sec=0.1)
+                executor.spin_once(timeout_sec=0.1)
         except ExternalShutdownException:
             pass
 
@@ -103,12 +115,12 @@ class Runner:
         import rclpy
 
         self._stop.set()
-        spinner = getattr(self, "_spinner", None)
-        if spinner is not None:
+        for spinner in self._spinners:
             spinner.join(timeout=5)
-        executor = getattr(self, "executor", None)
-        if executor is not None:
+        for executor in self._executors:
             executor.shutdown(timeout_sec=2)
+        self._spinners.clear()
+        self._executors.clear()
         for node in reversed(self.nodes):
             try:
                 node.destroy_node()

@@ -157,3 +157,24 @@ def test_runner_refuses_bad_command_lines(capsys, tmp_path):
     assert "'fps' must be a float" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         runner.main(["simulation"])
+
+
+def test_a_busy_node_does_not_delay_the_others():
+    """Every node spins on its own thread: a callback blocking 1.5 s in one node leaves another node's
+    20 Hz timer ticking (with one shared single-threaded executor it would miss ~30 ticks)."""
+    run = runner.Runner([], [])
+    run.start()
+    try:
+        busy = rclpy.create_node("runner_test_busy", context=run.context)
+        ticker = rclpy.create_node("runner_test_ticker", context=run.context)
+        started, ticks = threading.Event(), []
+        busy.create_timer(0.05, lambda: (started.set(), time.sleep(1.5)))
+        ticker.create_timer(0.05, lambda: ticks.append(time.monotonic()))
+        run.add_node(busy)
+        run.add_node(ticker)
+        assert started.wait(5), "the busy node never ran"
+        time.sleep(1.2)  # entirely inside the busy callback
+        during = [t for t in ticks if t > time.monotonic() - 1.0]
+        assert len(during) >= 10, f"only {len(during)} ticks in the second the other node was busy"
+    finally:
+        run.shutdown()
