@@ -20,7 +20,8 @@ smolvla_base loads in (bf16 VLM and expert, float32 projections). The max abs di
 outputs is printed (golden tolerance: 5e-5).
 
 Usage: ``python benchmarks/bench_model.py [--runs 5] [--dtype float32 bfloat16] [--device cpu|cuda]
-[--skip-lerobot] [--threads N] [--json OUT]``. On CUDA only ours runs (bfloat16, CUDA-synchronised timing).
+[--skip-lerobot] [--skip-hub-layout] [--threads N] [--json OUT]``. On CUDA only ours runs (bfloat16,
+CUDA-synchronised timing). On CPU it ends with the load of a checkpoint stored in the hub layout (bf16).
 """
 
 from __future__ import annotations
@@ -62,15 +63,7 @@ def prepare(cache: Path) -> tuple[Path, Path]:
     import torch
     from safetensors.torch import save_file
 
-    from smolvla_policy.model.random_checkpoints import make_real_size_checkpoint
-
-    checkpoint = cache / "real_size_float32"
-    if not (checkpoint / ".complete").is_file():
-        print(f"generating the real-size checkpoint in {checkpoint} (once, ~10 s, 1.8 GB)", flush=True)
-        make_real_size_checkpoint(
-            checkpoint, seed=0, dtype="float32", cameras=CAMERAS, image_shape=IMAGE_SHAPE
-        )
-        (checkpoint / ".complete").write_text("ok\n")
+    checkpoint = real_size_checkpoint(cache, "float32")
     inputs = cache / "inputs.safetensors"
     if not inputs.is_file():
         rng = np.random.default_rng(1234)
@@ -82,6 +75,37 @@ def prepare(cache: Path) -> tuple[Path, Path]:
         tensors["noise"] = torch.randn(50, 32, generator=torch.Generator().manual_seed(99))
         save_file(tensors, str(inputs), metadata={"task": TASK})
     return checkpoint, inputs
+
+
+def real_size_checkpoint(cache: Path, stored: str) -> Path:
+    """The real-size checkpoint with its tensors stored in float32 or in the hub's bfloat16 layout (once)."""
+    from smolvla_policy.model.random_checkpoints import make_real_size_checkpoint
+
+    checkpoint = cache / f"real_size_{stored}"
+    if not (checkpoint / ".complete").is_file():
+        print(f"generating the real-size {stored} checkpoint in {checkpoint} (once, ~10 s)", flush=True)
+        make_real_size_checkpoint(checkpoint, seed=0, dtype=stored, cameras=CAMERAS, image_shape=IMAGE_SHAPE)
+        (checkpoint / ".complete").write_text("ok\n")
+    return checkpoint
+
+
+def hub_layout_load(cache: Path) -> str:
+    """Load peak of ours for a checkpoint stored like smolvla_base (bf16 VLM and expert, 907 MB)."""
+    checkpoint = real_size_checkpoint(cache, "bfloat16")
+    command = [sys.executable, __file__, "--worker", "--load-only", "--checkpoint", str(checkpoint)]
+    command += ["--inputs", str(cache / "inputs.safetensors")]
+    out = subprocess.run([*command, "--dtype", "bfloat16"], capture_output=True, text=True, cwd=ROOT)
+    lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
+    if out.returncode or not lines:
+        return f"hub-layout load failed: {out.stderr[-2000:]}"
+    info = json.loads(lines[-1])
+    stored = (checkpoint / "model.safetensors").stat().st_size / 2**20
+    peak, before = info["load_peak_rss_mb"], info["rss_before_load_mb"]
+    return (
+        f"ours     hub layout (bfloat16 stored, {stored:.0f} MB model.safetensors) -> bfloat16: load "
+        f"{info['load_s']:.1f} s, load peak RSS {peak:.0f} MB = {peak / stored:.2f}x the checkpoint's "
+        f"weights ({(peak - before) / stored:.2f}x counting only what loading added)"
+    )
 
 
 def weights_mb(checkpoint: Path, dtype: str) -> float:
@@ -161,6 +185,8 @@ def worker(args: argparse.Namespace) -> int:
         ),
         flush=True,
     )
+    if args.load_only:
+        return 0
     actions = None
     for line in sys.stdin:
         command = line.strip()
@@ -307,6 +333,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--inputs", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--load-only", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--skip-hub-layout", action="store_true", help="skip the load of a bf16-stored checkpoint"
+    )
     args = parser.parse_args(argv)
     if args.worker:
         return worker(args)
@@ -368,6 +398,8 @@ def main(argv: list[str] | None = None) -> int:
             diffs[dtype] = max_abs_diff(ours_out, ref_out)
     weights = {dtype: weights_mb(checkpoint, dtype) for dtype in dtypes}
     print_table(results, diffs, weights)
+    if args.device == "cpu" and not args.skip_hub_layout:
+        print(hub_layout_load(args.cache))
     print(f"\n{machine_load()} at the end (other processes on this machine inflate the timings)")
     if args.json:
         args.json.write_text(
