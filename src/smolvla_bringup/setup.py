@@ -23,6 +23,7 @@ setup(
     license="Apache-2.0",
     entry_points={
         "console_scripts": [
+            "chunk_visualizer_node = smolvla_bringup.chunk_visualizer_node:main",
             "smolvla-instruct = smolvla_bringup.instruct:main",
             "smolvla-run = smolvla_bringup.runner:main",
         ],

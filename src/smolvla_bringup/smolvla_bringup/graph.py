@@ -36,6 +36,12 @@ POLICY = NodeSpec("smolvla_policy", "policy_node", "policy", "smolvla_policy.pol
 EXECUTOR = NodeSpec(
     "smolvla_policy", "executor_node", "executor", "smolvla_policy.executor_node:ExecutorNode"
 )
+VISUALIZER = NodeSpec(
+    "smolvla_bringup",
+    "chunk_visualizer_node",
+    "chunk_visualizer",
+    "smolvla_bringup.chunk_visualizer_node:ChunkVisualizerNode",
+)  # RViz markers of the measured arm and the predicted chunk
 
 
 def camera(name: str) -> NodeSpec:
@@ -47,10 +53,13 @@ DEFAULT_CAMERAS = ("top", "wrist")
 # graph name -> parameter files (in config/, later files override earlier ones: the shared policy and
 # executor defaults first, the graph's own file last) and nodes.
 GRAPHS: dict[str, tuple[tuple[str, ...], tuple[NodeSpec, ...]]] = {
-    "sim": (("policy.yaml", "executor.yaml", "sim.yaml"), (SIM, POLICY, EXECUTOR)),
+    "sim": (
+        ("policy.yaml", "executor.yaml", "visualizer.yaml", "sim.yaml"),
+        (SIM, POLICY, EXECUTOR, VISUALIZER),
+    ),
     "real": (
-        ("policy.yaml", "executor.yaml", "robot.yaml"),
-        (*(camera(c) for c in DEFAULT_CAMERAS), ARM, POLICY, EXECUTOR),
+        ("policy.yaml", "executor.yaml", "visualizer.yaml", "robot.yaml"),
+        (*(camera(c) for c in DEFAULT_CAMERAS), ARM, POLICY, EXECUTOR, VISUALIZER),
     ),
     "robot": (("executor.yaml", "robot.yaml"), (*(camera(c) for c in DEFAULT_CAMERAS), ARM, EXECUTOR)),
     "policy": (("policy.yaml",), (POLICY,)),

@@ -161,7 +161,7 @@ def test_sim_and_real_graph_parameters_are_declared(tiny_checkpoint, tmp_path):
     sim_args = {"checkpoint": str(tiny_checkpoint), "fps": "25", "camera_fps": "10"}
     runner, nodes = _started("sim", sim_args)
     try:
-        assert sorted(nodes) == ["arm", "executor", "policy"]
+        assert sorted(nodes) == ["arm", "chunk_visualizer", "executor", "policy"]
         for spec in graph.GRAPHS["sim"][1]:
             nodes_by_spec[spec] = nodes[spec.name]
         problems += _check_graph("sim", nodes_by_spec, sim_args)
@@ -179,7 +179,14 @@ def test_sim_and_real_graph_parameters_are_declared(tiny_checkpoint, tmp_path):
         }
         runner, nodes = _started("real", real_args)
         try:
-            assert sorted(nodes) == ["arm", "camera_top", "camera_wrist", "executor", "policy"]
+            assert sorted(nodes) == [
+                "arm",
+                "camera_top",
+                "camera_wrist",
+                "chunk_visualizer",
+                "executor",
+                "policy",
+            ]
             for spec in graph.GRAPHS["real"][1]:
                 nodes_by_spec[spec] = nodes[spec.name]
             problems += _check_graph("real", nodes_by_spec, real_args)

@@ -83,20 +83,24 @@ def test_robot_description_is_the_so101_with_resolvable_meshes():
     assert all(Path(m.removeprefix("file://")).is_file() for m in meshes)
 
 
-def test_rviz_config_shows_arm_cameras_and_predicted_ghost():
-    import xml.etree.ElementTree as ET
-
+def test_rviz_config_shows_the_chunk_markers_arm_and_cameras():
     import yaml
 
-    from smolvla_bringup.robot_description import so101_urdf
+    from smolvla_bringup.chunk_visualizer_node import DEFAULTS
+    from smolvla_bringup.kinematics import so101_model
 
     config = yaml.safe_load((Path(__file__).resolve().parents[1] / "rviz" / "smolvla.rviz").read_text())
     manager = config["Visualization Manager"]
     displays = {d["Name"]: d for d in manager["Displays"]}
-    classes = [d["Class"] for d in displays.values()]
-    assert classes.count("rviz_default_plugins/RobotModel") == 2 and "rviz_default_plugins/TF" in classes
     images = {d["Topic"]["Value"] for d in displays.values() if d["Class"] == "rviz_default_plugins/Image"}
     assert images == {"/cameras/top/image_raw", "/cameras/wrist/image_raw"}
-    assert displays["SO-101 (predicted chunk)"]["TF Prefix"] == "predicted"
-    links = {link.get("name") for link in ET.fromstring(so101_urdf()).iter("link")}
-    assert manager["Global Options"]["Fixed Frame"] in links
+    (markers,) = [d for d in displays.values() if d["Class"] == "rviz_default_plugins/MarkerArray"]
+    shipped = yaml.safe_load((graph.config_dir() / "visualizer.yaml").read_text())
+    topic = shipped["chunk_visualizer"]["ros__parameters"]["markers_topic"]
+    assert markers["Enabled"] and markers["Topic"]["Value"] == topic == DEFAULTS["markers_topic"]
+    assert set(markers["Namespaces"]) == {"measured", "ghost", "tip_path", "tip_points"}
+    (robot_model,) = [d for d in displays.values() if d["Class"] == "rviz_default_plugins/RobotModel"]
+    assert robot_model["Description Topic"]["Value"] == DEFAULTS["robot_description_topic"]
+    assert robot_model["TF Prefix"] == ""
+    # the markers are in the URDF's root frame, so that is the fixed frame (no TF needed)
+    assert manager["Global Options"]["Fixed Frame"] == so101_model().root
