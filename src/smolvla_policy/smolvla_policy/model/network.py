@@ -133,17 +133,30 @@ def sinusoidal_time_embedding(
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """q (B, H, Lq, D), k/v (B, KV, Lk, D) with grouped heads, additive bias -> (B, Lq, H*D)."""
-    dtype = q.dtype
-    if not (q.dtype == k.dtype == v.dtype):
+    """LeRobot's eager attention: float32 scores and softmax, probabilities cast to V's dtype.
+
+    q (B, H, Lq, D), k/v (B, KV, Lk, D) with grouped heads, float32 additive bias (B, 1, Lq, Lk)
+    -> (B, Lq, H*D).
+    On CPU this is also faster than torch's SDPA kernel at these short lengths; CUDA uses SDPA.
+    """
+    b, h, lq, d = q.shape
+    kv_heads, lk = k.shape[1], k.shape[2]
+    if q.device.type == "cuda":
         dtype = torch.promote_types(torch.promote_types(q.dtype, k.dtype), v.dtype)
-        q, k, v = q.to(dtype), k.to(dtype), v.to(dtype)
-    if bias.dtype != dtype:
-        bias = mask_to_bias(bias[:, 0] == 0, dtype)
-    out = F.scaled_dot_product_attention(
-        q, k, v, attn_mask=bias, scale=q.shape[-1] ** -0.5, enable_gqa=q.shape[1] != k.shape[1]
-    )
-    b, h, lq, d = out.shape
+        out = F.scaled_dot_product_attention(
+            q.to(dtype),
+            k.to(dtype),
+            v.to(dtype),
+            attn_mask=bias.to(dtype),
+            scale=d**-0.5,
+            enable_gqa=h != kv_heads,
+        )
+        return out.transpose(1, 2).reshape(b, lq, h * d)
+    group = h // kv_heads  # query head i reads key/value head i // group
+    scores = torch.matmul(q.float().reshape(b, kv_heads, group * lq, d), k.float().transpose(-1, -2))
+    scores = scores.view(b, kv_heads, group, lq, lk).mul_(d**-0.5).add_(bias[:, :, None])
+    probs = torch.softmax(scores, dim=-1).to(v.dtype).view(b, kv_heads, group * lq, lk)
+    out = torch.matmul(probs, v).view(b, h, lq, d)
     return out.transpose(1, 2).reshape(b, lq, h * d)
 
 
@@ -181,8 +194,8 @@ class PrefixCache:
 
     self_kv: dict[int, tuple[torch.Tensor, torch.Tensor]]  # layer -> K/V buffers (B, KV, Lp + S, D)
     cross_kv: dict[int, tuple[torch.Tensor, torch.Tensor]]  # layer -> expert-projected K/V (B, KV, Lp, D)
-    self_bias: torch.Tensor  # (B, 1, S, Lp + S)
-    cross_bias: torch.Tensor  # (B, 1, S, Lp)
+    self_bias: torch.Tensor  # (B, 1, S, Lp + S) float32, additive
+    cross_bias: torch.Tensor  # (B, 1, S, Lp) float32, additive
     self_rope: tuple[torch.Tensor, torch.Tensor]
     cross_rope: tuple[torch.Tensor, torch.Tensor]
     prefix_len: int
@@ -473,7 +486,7 @@ class SmolVLANet(nn.Module):
         positions = torch.cumsum(pad.to(torch.int64), dim=1) - 1
         cos, sin = rope_tables(positions, dim)
         allowed = block_causal_mask(pad, flags)
-        biases: dict[torch.dtype, torch.Tensor] = {}
+        bias = mask_to_bias(allowed, torch.float32)
         keys, values = [], []
         h = prefix
         last = len(self.text.layers) - 1
@@ -485,9 +498,7 @@ class SmolVLANet(nn.Module):
             values.append(v)
             if i == last:  # the last layer's output is never used, only its keys and values
                 break
-            if q.dtype not in biases:
-                biases[q.dtype] = mask_to_bias(allowed, q.dtype)
-            o = attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), biases[q.dtype])
+            o = attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), bias)
             out = att.o(o.to(wdtype(att.o)))
             out.add_(h)
             mlp = self._mlp(layer, layer.post_attention_layernorm(out))
@@ -502,7 +513,6 @@ class SmolVLANet(nn.Module):
         self_allowed = torch.cat(
             [pad[:, None, :].expand(batch, chunk, length), causal[None].expand(batch, -1, -1)], dim=2
         )
-        expert_dtype = wdtype(self.expert.layers[0].self_attn.o)
         self_kv, cross_kv = {}, {}
         for i, j, is_self in self.plan:
             if j is None:
@@ -528,8 +538,8 @@ class SmolVLANet(nn.Module):
         return PrefixCache(
             self_kv=self_kv,
             cross_kv=cross_kv,
-            self_bias=mask_to_bias(self_allowed, expert_dtype),
-            cross_bias=mask_to_bias(pad[:, None, :].expand(batch, chunk, length), expert_dtype),
+            self_bias=mask_to_bias(self_allowed, torch.float32),
+            cross_bias=mask_to_bias(pad[:, None, :].expand(batch, chunk, length), torch.float32),
             self_rope=self_rope,
             cross_rope=cross_rope,
             prefix_len=length,
