@@ -109,18 +109,21 @@ def hub_layout_load(cache: Path) -> str:
 
 
 def weights_mb(checkpoint: Path, dtype: str) -> float:
-    """Size of the weights the policy needs (lm_head excluded) in the dtype layout it runs in."""
+    """Size of the weights the policy holds (without lm_head and the other tensors inference never uses)
+    in the dtype layout it runs in."""
     import torch
 
     from smolvla_policy.model import random_checkpoints as rc
+    from smolvla_policy.model.network import unused_by_inference
 
     policy = json.loads((checkpoint / "config.json").read_text())
     backbone = json.loads((checkpoint / policy["vlm_model_name"] / "config.json").read_text())
     shapes = rc.state_dict_shapes(policy, backbone)
     cross_kv = rc._cross_kv_keys(shapes)
+    unused = tuple(f"model.{prefix}" for prefix in unused_by_inference(policy["num_vlm_layers"]))
     total = 0
     for key, shape in shapes.items():
-        if key.endswith("lm_head.weight"):
+        if key.endswith("lm_head.weight") or key.startswith(unused):
             continue
         layout = torch.float32 if key in cross_kv else rc.stored_dtype(key, dtype)
         total += math.prod(shape) * torch.empty((), dtype=layout).element_size()

@@ -38,7 +38,18 @@ def test_properties_and_output(policy, tiny_checkpoint):
     assert policy.image_keys == [k for k, v in raw["input_features"].items() if v["type"] == "VISUAL"]
     assert (policy.state_dim, policy.action_dim, policy.chunk_size) == (6, 6, raw["chunk_size"])
     assert policy.fps is None
-    assert policy.load_report.ignored == ["model.vlm_with_expert.vlm.lm_head.weight"]
+    # lm_head, and what the last VLM layer never runs (it only provides keys and values) and the final norm
+    last = f"model.vlm_with_expert.vlm.model.text_model.layers.{raw['num_vlm_layers'] - 1}."
+    assert sorted(policy.load_report.ignored) == sorted(
+        [
+            "model.vlm_with_expert.vlm.lm_head.weight",
+            "model.vlm_with_expert.vlm.model.text_model.norm.weight",
+            f"{last}post_attention_layernorm.weight",
+            *(f"{last}self_attn.{p}_proj.weight" for p in ("q", "o")),
+            *(f"{last}mlp.{p}_proj.weight" for p in ("gate", "up", "down")),
+        ]
+    )
+    assert policy.load_report.unexpected == []
     images, state, noise = observation(policy)
     actions = policy.predict_chunk(images, state, TASK, noise=noise)
     assert actions.shape == (policy.chunk_size, policy.action_dim) and np.isfinite(actions).all()

@@ -6,7 +6,9 @@ the checkpoint's keys load as they are; the attention flow between the towers is
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import ctypes
 import math
 from dataclasses import dataclass
 
@@ -78,6 +80,24 @@ class InferenceLinear(nn.Module):
             return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
         out = F.linear(x, self.weight, self.bias)
         return F.gelu(out, approximate="tanh") if self.gelu else out
+
+
+def unused_by_inference(text_layers: int) -> tuple[str, ...]:
+    """State-dict prefixes (relative to ``model.``) that inference never uses, besides ``lm_head``."""
+    layer = f"vlm_with_expert.vlm.model.text_model.layers.{text_layers - 1}."
+    return (
+        f"{layer}self_attn.q_proj.",
+        f"{layer}self_attn.o_proj.",
+        f"{layer}mlp.",
+        f"{layer}post_attention_layernorm.",
+        "vlm_with_expert.vlm.model.text_model.norm.",
+    )
+
+
+def release_freed_memory() -> None:
+    """Hand heap pages freed by torch back to the OS (glibc keeps small and mid-size frees otherwise)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def wdtype(module: nn.Module) -> torch.dtype:
@@ -330,6 +350,19 @@ class SmolVLANet(nn.Module):
                 return prefix + name[len(prefix) :].split(".")[0]
         return "rest"
 
+    def drop_unused(self) -> tuple[str, ...]:
+        """Remove what inference never runs; returns the state-dict prefixes of the removed tensors.
+
+        The last VLM layer only gives the expert its keys and values: its query and output projections, its
+        MLP and the text model's final norm are never used, so they are neither loaded nor kept.
+        """
+        last = self.text.layers[-1]
+        if not hasattr(last, "mlp"):
+            return ()
+        del last.self_attn.q_proj, last.self_attn.o_proj, last.mlp, last.post_attention_layernorm
+        del self.text.norm
+        return unused_by_inference(len(self.text.layers))
+
     def prepare_group(self, group: str) -> None:
         """Fuse q/k/v (and gate/up) projections of a freshly loaded group into single frozen GEMMs.
 
@@ -347,14 +380,16 @@ class SmolVLANet(nn.Module):
         if group.startswith("vlm_with_expert.vlm.model.vision_model."):
             layer = self.vision.encoder.layers[index]
             att, mlp = layer.self_attn, layer.mlp
-            att.qkv = self._fuse([att.q_proj, att.k_proj, att.v_proj], patches)
-            att.out = self._fuse([att.out_proj], patches)
-            del att.q_proj, att.k_proj, att.v_proj, att.out_proj
-            mlp.fc1_gelu = self._fuse([mlp.fc1], patches, gelu=True)
-            mlp.fc2_ = self._fuse([mlp.fc2], patches)
-            del mlp.fc1, mlp.fc2
+            self._fuse_into(att, "qkv", ["q_proj", "k_proj", "v_proj"], patches)
+            self._fuse_into(att, "out", ["out_proj"], patches)
+            self._fuse_into(mlp, "fc1_gelu", ["fc1"], patches, gelu=True)
+            self._fuse_into(mlp, "fc2_", ["fc2"], patches)
         elif group.startswith("vlm_with_expert.vlm.model.text_model."):
-            self._fuse_decoder_layer(self.text.layers[index], 256, cross=False)
+            layer = self.text.layers[index]
+            if hasattr(layer, "mlp"):
+                self._fuse_decoder_layer(layer, 256, cross=False)
+            else:  # the last layer after drop_unused(): keys and values only
+                self._fuse_into(layer.self_attn, "kv", ["k_proj", "v_proj"], 256)
         else:
             cross = index in self.expert_cross_layers
             self._fuse_decoder_layer(self.expert.layers[index], self.cfg.chunk_size, cross=cross)
@@ -362,19 +397,27 @@ class SmolVLANet(nn.Module):
     def _fuse(self, linears: list[nn.Module], rows_hint: int, gelu: bool = False) -> InferenceLinear:
         return InferenceLinear.fuse(linears, rows_hint, gelu, pack=self.pack_linears)
 
+    def _fuse_into(
+        self, parent: nn.Module, name: str, parts: list[str], rows_hint: int, gelu: bool = False
+    ) -> None:
+        """parent.<name> = one GEMM for the linears parent.<parts> (same input); the originals go at once,
+        so loading never holds more than one extra copy of one weight group."""
+        setattr(parent, name, self._fuse([getattr(parent, part) for part in parts], rows_hint, gelu))
+        for part in parts:
+            delattr(parent, part)
+        release_freed_memory()
+
     def _fuse_decoder_layer(self, layer: nn.Module, rows: int, cross: bool) -> None:
         att, mlp = layer.self_attn, layer.mlp
         if cross:  # queries from the suffix; keys/values from the cached VLM keys/values
-            att.q = self._fuse([att.q_proj], rows)
-            att.k_in = self._fuse([att.k_proj], rows)
-            att.v_in = self._fuse([att.v_proj], rows)
+            self._fuse_into(att, "q", ["q_proj"], rows)
+            self._fuse_into(att, "k_in", ["k_proj"], rows)
+            self._fuse_into(att, "v_in", ["v_proj"], rows)
         else:
-            att.qkv = self._fuse([att.q_proj, att.k_proj, att.v_proj], rows)
-        att.o = self._fuse([att.o_proj], rows)
-        del att.q_proj, att.k_proj, att.v_proj, att.o_proj
-        mlp.gate_up = self._fuse([mlp.gate_proj, mlp.up_proj], rows)
-        mlp.down = self._fuse([mlp.down_proj], rows)
-        del mlp.gate_proj, mlp.up_proj, mlp.down_proj
+            self._fuse_into(att, "qkv", ["q_proj", "k_proj", "v_proj"], rows)
+        self._fuse_into(att, "o", ["o_proj"], rows)
+        self._fuse_into(mlp, "gate_up", ["gate_proj", "up_proj"], rows)
+        self._fuse_into(mlp, "down", ["down_proj"], rows)
 
     @staticmethod
     def _mlp(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -492,12 +535,16 @@ class SmolVLANet(nn.Module):
         last = len(self.text.layers) - 1
         for i, layer in enumerate(self.text.layers):
             att = layer.self_attn
+            if i == last:  # only the keys and values of the last layer are used
+                x = layer.input_layernorm(h).to(wdtype(att.kv))
+                k, v = att.kv(x).view(batch, length, 2, kv_heads, dim).unbind(2)
+                keys.append(apply_rope(k, cos, sin))
+                values.append(v)
+                break
             x = layer.input_layernorm(h).to(wdtype(att.qkv))
             q, k, v = self._qkv(att, x, (cos, sin))
             keys.append(k)
             values.append(v)
-            if i == last:  # the last layer's output is never used, only its keys and values
-                break
             o = attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), bias)
             out = att.o(o.to(wdtype(att.o)))
             out.add_(h)

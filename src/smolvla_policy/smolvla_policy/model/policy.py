@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
 import os
 import warnings
@@ -16,7 +15,7 @@ import torch
 
 from . import checkpoint as ckpt_io
 from .config import ACTION_KEY, STATE_KEY, PolicyConfig
-from .network import DtypeLayout, PrefixCache, SmolVLANet
+from .network import DtypeLayout, PrefixCache, SmolVLANet, release_freed_memory
 from .preprocess import Normalizer, Tokenizer, check_image, images_to_model
 from .rtc import guide_velocity, prefix_weights
 
@@ -410,12 +409,6 @@ def _copy_cache(dst: PrefixCache, src: PrefixCache) -> None:
         d.copy_(s_)
 
 
-def _release_freed_memory() -> None:
-    """Give the heap pages freed while fusing back to the OS (glibc keeps them otherwise)."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-
-
 def _image_special_ids(tokenizer) -> tuple[list[int], list[int]]:
     def token_id(attr: str, text: str) -> int:
         value = getattr(tokenizer, f"{attr}_id", None)
@@ -435,6 +428,7 @@ def _load_weights(
 ) -> LoadReport:
     """Fill the meta-device network layer by layer, fusing each layer as it arrives (peak memory: the
     weights plus one layer)."""
+    unused = net.drop_unused()
     expected = dict(net.named_parameters())
     expected.update(dict(net.named_buffers()))
     by_name = {}
@@ -443,7 +437,7 @@ def _load_weights(
         name = key.removeprefix("model.")
         if key.startswith("model.") and name in expected:
             by_name[name] = key
-        elif name.startswith(IGNORED_KEYS) or key.startswith(LEGACY_NORMALIZER_KEYS):
+        elif name.startswith(IGNORED_KEYS + unused) or key.startswith(LEGACY_NORMALIZER_KEYS):
             report.ignored.append(key)
         else:
             report.unexpected.append(key)
@@ -481,13 +475,12 @@ def _load_weights(
             name = key.removeprefix("model.")
             state[name] = tensor.to(device=device, dtype=net.param_dtype(name, layout))
         net.load_state_dict(state, strict=False, assign=True)
-        net.prepare_group(group)
         report.loaded += len(state)
-        del state
-        _release_freed_memory()  # each group's unfused copies: freed heap would otherwise only grow
+        state.clear()  # the modules hold the tensors now: fusing frees each original as it goes
+        net.prepare_group(group)
     left = [n for n, p in net.named_parameters() if p.is_meta]
     if left:
         raise ckpt_io.CheckpointError(f"{reader.path}: tensors were not loaded: {left[:8]}")
-    _release_freed_memory()
+    release_freed_memory()
     log.info("loaded %d tensors from %s (ignored %d)", report.loaded, reader.path, len(report.ignored))
     return report
