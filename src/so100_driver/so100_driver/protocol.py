@@ -159,7 +159,7 @@ CONTROL_TABLE: dict[str, Register] = _table(
     Register("Present_Temperature", 63, 1, False, False, 25),
     Register("Status", 65, 1, False, False, 0),
     Register("Moving", 66, 1, False, False, 0),
-    Register("Present_Current", 69, 2, False, False, 0),
+    Register("Present_Current", 69, 2, False, False, 0, sign_bit=15),
     # Factory area (EEPROM)
     Register("Moving_Velocity_Threshold", 80, 1, True, True, 10),
     Register("DTs", 81, 1, True, True, 10),
@@ -180,9 +180,10 @@ READ_ONLY_ADDRESSES: frozenset[int] = frozenset(
     addr for reg in CONTROL_TABLE.values() if not reg.writable for addr in reg.addresses
 ) | frozenset({2, 64, 67, 68})
 
-# Telemetry block read in one sync read: Present_Position .. Present_Current (addresses 56..70).
-TELEMETRY_START = 56
-TELEMETRY_LENGTH = 15
+# Telemetry block read in one request: Torque_Enable .. Present_Current (addresses 40..70), so the torque
+# state and the goal a servo really holds are read back with its position, load, temperature and current.
+TELEMETRY_START = 40
+TELEMETRY_LENGTH = 31
 
 
 def register(name: str) -> Register:

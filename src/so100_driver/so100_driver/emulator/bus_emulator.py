@@ -20,6 +20,7 @@ from pathlib import Path
 from so100_driver.emulator.faults import Faults
 from so100_driver.emulator.presets import MotorPreset, eeprom_for, preset_motors
 from so100_driver.emulator.servo import PhysicsParams, ServoModel
+from so100_driver.emulator.usb_adapter import UsbAdapter
 from so100_driver.protocol import (
     BROADCAST_ID,
     Instruction,
@@ -50,7 +51,7 @@ class BusEmulator:
         params: physical constants (:class:`PhysicsParams`), shared by all servos.
         broadcast_ping: ``"all"`` (every servo answers, in ID order) or ``"single"`` (only when exactly one
             servo is on the bus).
-        simulate_timing: sleep the wire time (10 µs/byte) plus Return_Delay_Time before replying.
+        simulate_timing: deliver replies after the wire time (10 µs/byte) plus Return_Delay_Time.
         start: start the pty and the responder thread now (else call :meth:`start`).
     """
 
@@ -95,6 +96,7 @@ class BusEmulator:
         self._thread: threading.Thread | None = None
         self._fences: dict[int, threading.Event] = {}
         self._fence_counter = 0
+        self._adapter: UsbAdapter | None = None
         if start:
             self.start()
 
@@ -164,6 +166,12 @@ class BusEmulator:
         with self._lock:
             return self._find_servo(servo_id)
 
+    def goal_writes(self) -> list:
+        """Every Goal_Position write that reached a servo (:class:`GoalWrite`), in time order."""
+        with self._lock:
+            writes = [w for servo in self._servos for w in servo.goal_writes]
+        return sorted(writes, key=lambda w: w.time)
+
     def block(self, servo_id: int, at_raw: float) -> None:
         """Put an obstacle in the way of ``servo_id`` at ``at_raw`` (Present_Position frame)."""
         self.servo(servo_id).block(at_raw)
@@ -216,6 +224,7 @@ class BusEmulator:
         if self._wake_r < 0:
             raise RuntimeError("this emulator was stopped; create a new BusEmulator")
         self._open_pty()
+        self._adapter = UsbAdapter(self._send)
         self._thread = threading.Thread(target=self._run, name="sts-bus-emulator", daemon=True)
         self._thread.start()
 
@@ -225,6 +234,9 @@ class BusEmulator:
             self._command("stop")
             self._thread.join(timeout=5)
             self._thread = None
+        if self._adapter is not None:
+            self._adapter.close()
+            self._adapter = None
         self._close_pty()
         for fd in (self._wake_r, self._wake_w):
             with contextlib.suppress(OSError):
@@ -296,6 +308,7 @@ class BusEmulator:
                         done.set()
                         return
                     if name == "disconnect":
+                        self._adapter.discard()
                         self._close_pty()
                     elif name == "reconnect" and self._master is None:
                         self._open_pty()
@@ -317,10 +330,7 @@ class BusEmulator:
     def _serve(self, data: bytes) -> None:
         for packet in self._parser.feed(data):
             if packet.servo_id == BROADCAST_ID and packet.code == _FENCE:
-                with self._lock:
-                    fence = self._fences.get(int.from_bytes(packet.params, "little"))
-                if fence is not None:
-                    fence.set()
+                self._release_fence(packet)
                 continue
             with self._lock:
                 self.stats["requests"] += 1
@@ -328,14 +338,20 @@ class BusEmulator:
                 replies = self._handle(packet)
                 if not replies:
                     continue
-                delay = self.faults.take_delay()
+                delivery = self.faults.delivery_for(packet)
                 out = b"".join(self.faults.mangle(r) for r in replies)
                 self.stats["replies"] += len(replies)
                 wire_delay = self._wire_delay(packet, replies) if self.simulate_timing else 0.0
             self.stats["corrupt_requests"] = self._parser.corrupt_frames
-            if delay + wire_delay > 0:
-                time.sleep(delay + wire_delay)
-            self._send(out)
+            if delivery.stall_s > 0:
+                self._adapter.stall(delivery.stall_s)
+            self._adapter.send(out, delivery.delay_s + wire_delay, delivery.packet_bytes, delivery.gap_s)
+
+    def _release_fence(self, packet: Packet) -> None:
+        with self._lock:
+            fence = self._fences.get(int.from_bytes(packet.params, "little"))
+        if fence is not None:
+            fence.set()
 
     def _wire_delay(self, packet: Packet, replies: list[bytes]) -> float:
         request_bytes = len(packet.params) + 6

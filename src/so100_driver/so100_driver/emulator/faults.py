@@ -6,6 +6,32 @@ import random
 import threading
 from dataclasses import dataclass, field
 
+from so100_driver.emulator.usb_adapter import FTDI_PACKET_BYTES
+from so100_driver.protocol import Instruction, Packet
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """How the USB adapter hands one batch of replies to the host."""
+
+    delay_s: float = 0.0
+    stall_s: float = 0.0  # hold this and every later byte for this long (from now)
+    packet_bytes: int = 0  # > 0: deliver in packets of this many bytes ...
+    gap_s: float = 0.0  # ... this far apart
+
+
+@dataclass
+class _StallTrigger:
+    seconds: float
+    address: int | None
+    count: int
+
+
+def _read_address(packet: Packet) -> int | None:
+    if packet.code in (Instruction.READ, Instruction.SYNC_READ) and packet.params:
+        return packet.params[0]
+    return None
+
 
 @dataclass
 class _FaultState:
@@ -18,6 +44,9 @@ class _FaultState:
     delay_s: float = 0.0
     delay_next: int = 0
     drop_next: int = 0
+    stalls: list[_StallTrigger] = field(default_factory=list)
+    split_bytes: int = 0
+    split_gap_s: float = 0.0
 
 
 class Faults:
@@ -30,6 +59,9 @@ class Faults:
     - :meth:`reorder_replies`: a sync read is answered in reverse ID order.
     - :meth:`duplicate_replies`: every reply is sent twice.
     - :meth:`delay_replies`: replies arrive late (after the SDK gave up) and poison the next read.
+    - :meth:`stall_replies`: the USB adapter holds every byte for a while, then releases the backlog in
+      62-byte packets (a busy hub or latency timer); requests keep reaching the servos meanwhile.
+    - :meth:`split_replies`: replies reach the host in small USB packets with gaps between them.
     - :meth:`set_error_bits`: a servo reports error bits (overload, overheat, voltage, angle, ...).
     - :meth:`lockout_on_overload`: an overload trip mutes the servo until the power is cycled.
     - :meth:`clear`: everything back to normal (error bits included).
@@ -82,6 +114,21 @@ class Faults:
             self._state.delay_s = float(seconds)
             self._state.delay_next = -1 if count is None else int(count)
 
+    def stall_replies(self, seconds: float, address: int | None = None, count: int = 1) -> None:
+        """Stall the adapter for ``seconds`` when the next request reading ``address`` (any request
+        when None) is answered, ``count`` times. Replies stay in order; the backlog leaves in 62-byte
+        packets once the stall ends."""
+        if seconds <= 0 or count < 1:
+            raise ValueError(f"stall needs seconds > 0 and count >= 1, got {seconds}, {count}")
+        with self._lock:
+            self._state.stalls.append(_StallTrigger(float(seconds), address, int(count)))
+
+    def split_replies(self, packet_bytes: int | None = FTDI_PACKET_BYTES, gap_s: float = 0.002) -> None:
+        """Deliver every reply batch in USB packets of ``packet_bytes``, ``gap_s`` apart (None: whole)."""
+        with self._lock:
+            self._state.split_bytes = int(packet_bytes or 0)
+            self._state.split_gap_s = float(gap_s) if packet_bytes else 0.0
+
     def set_error_bits(self, servo_id: int, bits: int) -> None:
         """Make ``servo_id`` report ``bits`` (ErrorBit flags) in every status packet and in Status (65)."""
         with self._lock:
@@ -126,10 +173,20 @@ class Faults:
             packet = packet[:-1] + bytes([packet[-1] ^ 0x5A])
         return packet * 2 if s.duplicate else packet
 
-    def take_delay(self) -> float:
+    def delivery_for(self, request: Packet) -> Delivery:
+        """How the replies to ``request`` reach the host (called with the lock held)."""
         s = self._state
-        if s.delay_next == 0 or s.delay_s <= 0:
-            return 0.0
-        if s.delay_next > 0:
-            s.delay_next -= 1
-        return s.delay_s
+        delay = 0.0
+        if s.delay_next != 0 and s.delay_s > 0:
+            if s.delay_next > 0:
+                s.delay_next -= 1
+            delay = s.delay_s
+        stall = 0.0
+        address = _read_address(request)
+        for trigger in list(s.stalls):
+            if trigger.address is None or trigger.address == address:
+                stall = max(stall, trigger.seconds)
+                trigger.count -= 1
+                if trigger.count <= 0:
+                    s.stalls.remove(trigger)
+        return Delivery(delay, stall, s.split_bytes, s.split_gap_s)

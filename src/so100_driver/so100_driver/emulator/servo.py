@@ -33,6 +33,7 @@ from so100_driver.protocol import (
 )
 
 _REG_TORQUE = CONTROL_TABLE["Torque_Enable"].address
+_REG_GOAL = CONTROL_TABLE["Goal_Position"].address
 _OVERLOAD = int(ErrorBit.OVERLOAD)  # plain ints: IntFlag arithmetic is slow in the physics loop
 _OVERHEAT = int(ErrorBit.OVERHEAT)
 _OVERCURRENT = int(ErrorBit.OVERCURRENT)
@@ -43,11 +44,22 @@ _COMPUTED = {
     "Present_Load": "block the joint with emu.block() to load it",
     "Present_Voltage": "use set_voltage()",
     "Present_Temperature": "use set_temperature()",
-    "Present_Current": "block the joint with emu.block() to draw current",
+    "Present_Current": "block the joint with emu.block() to draw current (signed, like the load)",
     "Status": "use emu.faults.set_error_bits()",
     "Moving": "it follows the motion",
 }
 _LAYOUT = {reg.name: (reg.address, reg.size, reg.sign_bit) for reg in CONTROL_TABLE.values()}
+
+
+@dataclass(frozen=True)
+class GoalWrite:
+    """One Goal_Position write that reached a servo, for auditing what a driver really commanded."""
+
+    time: float  # emulator clock
+    servo_id: int
+    goal: int  # Present_Position frame, as written (before the servo clamps it to its limits)
+    present: float  # where the shaft really was at that instant (Present_Position frame)
+    torque_enabled: bool
 
 
 @dataclass
@@ -106,6 +118,7 @@ class ServoModel:
         self.lockout_on_overload = False  # fault: an overload trip leaves the servo mute until power-cycled
         self.locked_out = False
         self._registered: dict[int, int] = {}  # REG_WRITE buffer: address -> byte
+        self.goal_writes: list[GoalWrite] = []  # every Goal_Position write over the bus
         self._last = clock()
         self._power_up()
 
@@ -273,6 +286,15 @@ class ServoModel:
             self._ref = self._present_float()
             self._ref_vel = 0.0
 
+    def release_torque(self) -> None:
+        """The servo drops its torque by itself, with no bus write (firmware protection, a supply dip):
+        Torque_Enable reads 0 from now on and the joint goes limp."""
+        with self._lock:
+            self._advance()
+            self.mem[_REG_TORQUE] = 0
+            self._sync_ref_if_limp()
+            self._velocity = self._load = 0.0
+
     def update(self) -> None:
         """Bring the physics up to the emulator clock."""
         with self._lock:
@@ -317,6 +339,13 @@ class ServoModel:
                 self.eeprom_image[addr] = self.mem[addr]
         if address <= _REG_TORQUE < address + len(data):
             self._on_torque_write(self.mem[_REG_TORQUE], torque_before)
+        if address <= _REG_GOAL < address + len(data):
+            torque = self.mem[_REG_TORQUE] == 1
+            record = GoalWrite(
+                self._clock(), self.servo_id, self._peek("Goal_Position"), self._present_float(), torque
+            )
+            self.goal_writes.append(record)
+            del self.goal_writes[:-100_000]
 
     def reg_write(self, address: int, data: bytes) -> None:
         for i, byte in enumerate(data):
@@ -469,7 +498,9 @@ class ServoModel:
             self.mem[_REG_TORQUE] == 1 and abs(self._target() - self._present_float()) > self._dead_zone()
         )
         self._poke("Moving", int(moving and self._obstacle_free()))
-        self._poke("Present_Current", min(65535, round(self._current()) if self.mem[_REG_TORQUE] == 1 else 0))
+        current = round(self._current()) if self.mem[_REG_TORQUE] == 1 else 0
+        # sign-magnitude like the load: the current flows the way the motor pushes
+        self._poke("Present_Current", min(32767, current) * (-1 if self._load < 0 else 1))
 
     def _dead_zone(self) -> int:
         return max(self._peek("CW_Dead_Zone"), self._peek("CCW_Dead_Zone"), 1)
