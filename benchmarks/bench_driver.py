@@ -158,20 +158,20 @@ def run(args, port: str) -> bool:
     controller = ArmController(
         FeetechBus(port, timeout_ms=args.timeout_ms, retries=2), joints, SafetyConfig()
     )
-    if not any(controller.connect() for _ in range(5)):
+    t0 = time.perf_counter()
+    if not any(controller.connect(time.perf_counter() - t0) for _ in range(5)):
         raise SystemExit(f"controller could not connect: {controller.connect_error}")
-    ok_torque, message = controller.enable_torque()
+    ok_torque, message = controller.enable_torque(time.perf_counter() - t0)
     if not ok_torque:
         raise SystemExit(message)
     start_goals = dict(controller.goals)
-    t0 = time.perf_counter()
 
     def controller_cycle():
         now = time.perf_counter() - t0
         if controller.plan is None:  # keep the arm moving: a 1 s sine-ish sweep on every body joint
             amplitude = 0.3 if int(now) % 2 == 0 else -0.3
             names = [n for n in start_goals if n != "gripper"]
-            controller.command(now, names, [(1.0, [start_goals[n] + amplitude for n in names])])
+            controller.command(now, names, [(1.0, [start_goals[n] + amplitude for n in names])], now)
         controller.step(now)
 
     times, rate = paced(args.rate, args.seconds, controller_cycle)

@@ -42,12 +42,13 @@ from builtin_interfaces.msg import Duration
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, QoSProfile
 from sensor_msgs.msg import JointState
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
-from smolvla_msgs.msg import ActionChunk, ChunkRequest, ExecutorStatus
-from smolvla_policy.executor_core import Chunk, ChunkExecutorCore, ExecutorConfig
+from smolvla_msgs.msg import ActionChunk, ArmStatus, ChunkRequest, ExecutorStatus
+from smolvla_policy.executor_core import ALWAYS_ENABLED, Chunk, ChunkExecutorCore, ExecutorConfig
 
 # Keep discovery on this machine (and off the default domain): with the default SUBNET range, Fast DDS
 # added 100-250 ms per request -> chunk round trip on the development machine, which shows up as idle ticks.
@@ -163,6 +164,10 @@ class FakeArmAndRecorder(Node):
         self.statuses: list[ExecutorStatus] = []
         self.diagnostics: list[dict[str, str]] = []
         self.state_pub = self.create_publisher(JointState, "/joint_states", 10)
+        latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        status = ArmStatus(state=ArmStatus.STATE_ENABLED, epoch=1, message="torque on (bench)")
+        status.enabled_since = status.header.stamp = self.get_clock().now().to_msg()
+        self.create_publisher(ArmStatus, "/arm/status", latched).publish(status)  # enabled from the start
         self.create_subscription(JointTrajectory, "/joint_commands", self._on_command, 10)
         self.create_subscription(ExecutorStatus, "/smolvla/executor_status", self.statuses.append, 10)
         self.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
@@ -231,7 +236,7 @@ def expected_figures(mode: str, latency: float, actions: int, threshold: float) 
         joint_state_timeout_s=0.0,
         chunk_timeout_s=0.0,
     )
-    core = ChunkExecutorCore(config)
+    core = ChunkExecutorCore(config, ALWAYS_ENABLED)
     core.on_joint_state(0.0, JOINTS, np.zeros(6))
     core.start(0.0)
     arrivals: list[tuple[float, Chunk]] = []

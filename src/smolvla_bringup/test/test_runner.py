@@ -178,3 +178,51 @@ def test_a_busy_node_does_not_delay_the_others():
         assert len(during) >= 10, f"only {len(during)} ticks in the second the other node was busy"
     finally:
         run.shutdown()
+
+
+def test_shutdown_stops_the_executor_before_the_arm_releases_torque(tmp_path):
+    """The robot graph on the emulator: Ctrl-C destroys the executor first, so no command is in flight
+    when the arm node, last, disables torque."""
+    from smolvla_bringup import graph
+    from so100_driver.calibration import ArmCalibration, MotorCalibration, save_calibration
+    from so100_driver.emulator.bus_emulator import BusEmulator
+    from so100_driver.emulator.presets import preset_motors
+
+    with BusEmulator(preset="so101_follower") as emu:
+        calibration = tmp_path / "follower.json"
+        motors = {m.name: MotorCalibration(m.motor_id, 0, m.homing_offset, m.range_min, m.range_max)
+                  for m in preset_motors("so101_follower")}  # fmt: skip
+        save_calibration(ArmCalibration(motors), calibration)
+        config = graph.config_dir()
+        run = runner.Runner(
+            [graph.ARM, graph.EXECUTOR],
+            [config / "executor.yaml", config / "robot.yaml"],
+            {"arm": {"port": emu.port, "calibration_file": str(calibration)}},
+        )
+        run.start()
+        events: list[tuple[str, float, bool]] = []
+
+        def recorded(name, destroy):
+            def destroy_and_record():
+                events.append((name, time.monotonic(), emu.servo(1).torque_enabled))
+                destroy()
+                events.append((name + " done", time.monotonic(), emu.servo(1).torque_enabled))
+
+            return destroy_and_record
+
+        for node in run.nodes:
+            node.destroy_node = recorded(node.get_name(), node.destroy_node)
+        try:
+            deadline = time.monotonic() + 10
+            executor_node = next(n for n in run.nodes if n.get_name() == "executor")
+            while time.monotonic() < deadline and executor_node.stats().last_command is None:
+                time.sleep(0.05)
+            assert executor_node.stats().last_command is not None, "the executor never commanded the arm"
+            assert emu.servo(1).torque_enabled  # enable_torque_on_start: holding
+        finally:
+            run.shutdown()
+        names = [name for name, _, _ in events]
+        assert names == ["executor", "executor done", "arm", "arm done"], names
+        assert events[2][2], "torque was already off before the arm node was stopped"
+        assert not any(emu.servo(i).torque_enabled for i in range(1, 7))
+        assert emu.goal_writes()[-1].time < events[1][1], "a goal was written after the executor stopped"

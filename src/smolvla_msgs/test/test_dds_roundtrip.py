@@ -18,9 +18,9 @@ import rclpy
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import QoSDurabilityPolicy, QoSProfile, QoSReliabilityPolicy
 
-from smolvla_msgs.msg import ActionChunk, ChunkRequest, ExecutorStatus, PolicyStatus
+from smolvla_msgs.msg import ActionChunk, ArmStatus, ChunkRequest, ExecutorStatus, PolicyStatus
 
-MESSAGE_TYPES = [ActionChunk, ChunkRequest, PolicyStatus, ExecutorStatus]
+MESSAGE_TYPES = [ActionChunk, ChunkRequest, PolicyStatus, ExecutorStatus, ArmStatus]
 
 
 def get_message(type_name: str) -> type:
@@ -143,4 +143,6 @@ def test_constants_are_distinct():
     ]
     assert len(set(policy_states)) == 4
     assert len(set(executor_states)) == 5
+    arm_states = [ArmStatus.STATE_DISCONNECTED, ArmStatus.STATE_IDLE, ArmStatus.STATE_ENABLED]
+    assert len(set([*arm_states, ArmStatus.STATE_FAULT])) == 4
     assert ExecutorStatus.MODE_ASYNC != ExecutorStatus.MODE_SYNC

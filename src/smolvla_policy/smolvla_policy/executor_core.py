@@ -16,6 +16,12 @@ Time base (see the package README, section "Executor"):
   the observation, as in sync mode or for the first chunk), the robot has been standing still, so the chunk
   resumes where the robot stopped: its action for the start of the hold is moved to the next tick and the
   rest follows at ``dt``. No motion is skipped, and the first action matches the held position.
+
+Arm interruptions (see :meth:`ChunkExecutorCore.on_arm_status`): whenever the arm is not enabled, or is
+enabled again (a new safety epoch: torque re-enabled, USB reconnect), the plan, the pending request and
+the last command are dropped. Nothing is commanded until the arm is enabled and a joint state measured
+after its latest torque-on arrives; motion then resumes from that measured pose, with chunks computed
+from observations made after the torque-on only. In e-stop and pause nothing is commanded at all.
 """
 
 from __future__ import annotations
@@ -114,6 +120,20 @@ class ExecutorConfig:
     @property
     def period_s(self) -> float:
         return 1.0 / self.rate_hz
+
+
+@dataclass(frozen=True)
+class ArmReport:
+    """What the arm node says of itself (``smolvla_msgs/ArmStatus``), times on the node clock."""
+
+    enabled: bool
+    epoch: int  # counts the arm's torque-ons
+    enabled_since: float  # time of the latest torque-on
+    message: str = ""
+
+
+#: For arms that publish no status: always enabled, one epoch from the beginning of time.
+ALWAYS_ENABLED = ArmReport(True, 0, -math.inf, "no arm status: assumed enabled")
 
 
 @dataclass(frozen=True)
@@ -272,8 +292,9 @@ class ChunkExecutorCore:
     :meth:`stats` for status messages.
     """
 
-    def __init__(self, config: ExecutorConfig) -> None:
+    def __init__(self, config: ExecutorConfig, arm: ArmReport | None = None) -> None:
         self.config = config
+        self._arm = arm  # None until the arm node said how it is: nothing is commanded before
         self._n = len(config.joint_names)
         self._lo = np.asarray(config.joint_min_rad, float)
         self._hi = np.asarray(config.joint_max_rad, float)
@@ -301,9 +322,18 @@ class ChunkExecutorCore:
     # ------------------------------------------------------------------ inputs
 
     def on_joint_state(
-        self, now: float, names: list[str] | tuple[str, ...], positions: np.ndarray
+        self,
+        now: float,
+        names: list[str] | tuple[str, ...],
+        positions: np.ndarray,
+        stamp: float | None = None,
     ) -> str | None:
-        """Record measured joint positions; returns an error text (message ignored) when unusable."""
+        """Record measured joint positions; returns an error text (message ignored) when unusable.
+
+        A state measured (``stamp``) before the arm's latest torque-on is ignored silently: the arm may
+        have moved since, and motion resumes from where it is now."""
+        if stamp is not None and self._arm is not None and stamp < self._arm.enabled_since:
+            return None
         positions = np.asarray(positions, float)
         if len(names) != len(positions):
             return f"joint state has {len(names)} names but {len(positions)} positions"
@@ -343,6 +373,37 @@ class ChunkExecutorCore:
         self._c.last_boundary_jump = jump
         self._c.max_boundary_jump = max(self._c.max_boundary_jump, jump)
         return ChunkVerdict(True, f"chunk {chunk.chunk_id} merged ({self.config.blend})", jump)
+
+    def on_arm_status(self, now: float, arm: ArmReport) -> str | None:
+        """Follow the arm's state; returns a line to log when it interrupted the executor's plan."""
+        previous, self._arm = self._arm, arm
+        if not arm.enabled:
+            if previous is None or previous.enabled:
+                return self._interrupt(now, f"arm not enabled: {arm.message}")
+            return None
+        if previous is None or not previous.enabled or previous.epoch != arm.epoch:
+            return self._interrupt(
+                now,
+                f"arm enabled (epoch {arm.epoch}): resuming from the measured pose, with chunks computed "
+                "after the torque-on",
+            )
+        return None
+
+    def _interrupt(self, now: float, reason: str) -> str:
+        """Forget everything that was planned for the arm before an interruption."""
+        self._plan = _Plan.empty(self._n)
+        self._outstanding = None
+        self._awaiting_first_exec = None
+        self._last_command = None
+        self._joint_state = self._joint_state_time = None
+        self._last_chunk_time = None
+        self._hold_since = now
+        self._message = reason
+        return reason
+
+    @property
+    def arm_ready(self) -> bool:
+        return self._arm is not None and self._arm.enabled
 
     def drop(self, chunk_id: int, reason: str) -> str:
         """Count a chunk that could not even be decoded (e.g. ragged points) as dropped."""
@@ -420,11 +481,12 @@ class ChunkExecutorCore:
         ``scheduled`` is the time the tick was due (the timer's grid); a chunk that starts from a hold is put
         on that grid, so late or catch-up ticks still find its first action.
         """
-        if self._state == State.STOPPED:
+        if self._state in (State.STOPPED, State.PAUSED, State.ESTOP):  # the arm holds its last goal
             return TickResult(None, False, None, self._state, self._message)
-        if self._state in (State.PAUSED, State.ESTOP):
-            return TickResult(self._hold_command(), False, None, self._state, self._message)
         self._last_tick = now if scheduled is None else scheduled
+        if not self.arm_ready:
+            self._set_holding(True, "waiting for the arm: " + self._arm_text())
+            return TickResult(None, False, None, State.HOLDING, self._message)
 
         deadman = self._deadman(now)
         if deadman:
@@ -503,10 +565,13 @@ class ChunkExecutorCore:
     def _hold_command(self) -> np.ndarray | None:
         return None if self._last_command is None else self._last_command.copy()
 
+    def _arm_text(self) -> str:
+        return "no status from the arm node yet" if self._arm is None else self._arm.message
+
     def _deadman(self, now: float) -> str:
         cfg = self.config
         if self._joint_state_time is None:
-            return "holding: no joint state received yet (is the arm node running?)"
+            return "holding: no joint state measured since the arm was enabled (is the arm node running?)"
         if self._last_command is None:
             self._last_command = self._joint_state.copy()
         if cfg.joint_state_timeout_s > 0 and now - self._joint_state_time > cfg.joint_state_timeout_s:
@@ -586,6 +651,13 @@ class ChunkExecutorCore:
             raise _RejectError(f"executor is {self._state.name}")
         if self._state == State.PAUSED:
             raise _RejectError("executor is paused (plan frozen)")
+        if not self.arm_ready:
+            raise _RejectError("the arm is not enabled: " + self._arm_text())
+        if chunk.stamp < self._arm.enabled_since:
+            raise _RejectError(
+                f"computed from an observation {self._arm.enabled_since - chunk.stamp:.2f} s older than the "
+                f"arm's latest torque-on (epoch {self._arm.epoch})"
+            )
         names = list(chunk.joint_names)
         if sorted(names) != sorted(cfg.joint_names) or len(names) != self._n:
             raise _RejectError(

@@ -1,10 +1,11 @@
 """Executor node: wiring between ROS messages and :class:`~smolvla_policy.executor_core.ChunkExecutorCore`.
 
-Subscribes ``/smolvla/action_chunk`` and ``/joint_states``; publishes ``/joint_commands`` (one point, reached
-one tick later), ``/smolvla/request``, ``/smolvla/executor_status`` and ``/diagnostics``; serves ``~/start``,
-``~/stop``, ``~/estop`` (std_srvs/Trigger) and ``~/pause`` (std_srvs/SetBool: true pauses, false resumes).
-The tick timer runs on the node clock (``use_sim_time`` works) in its own callback group, so message
-handling and services never delay a tick. No torch here.
+Subscribes ``/smolvla/action_chunk``, ``/joint_states`` and ``/arm/status`` (the arm's state and safety
+epoch: the plan is dropped on every interruption); publishes ``/joint_commands`` (one point, reached one
+tick later, stamped), ``/smolvla/request``, ``/smolvla/executor_status`` and ``/diagnostics``; serves
+``~/start``, ``~/stop``, ``~/estop`` (std_srvs/Trigger; e-stop succeeds only once the arm acknowledged
+torque off) and ``~/pause`` (std_srvs/SetBool: true pauses, false resumes). The tick timer runs on the
+node clock (``use_sim_time`` works). No torch here.
 """
 
 import math
@@ -18,7 +19,8 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
-from rclpy.qos import qos_profile_sensor_data
+from rclpy.qos import DurabilityPolicy, QoSProfile, qos_profile_sensor_data
+from rclpy.task import Future
 
 from so100_driver.node_main import run_node
 
@@ -34,8 +36,16 @@ from sensor_msgs.msg import JointState
 from std_srvs.srv import SetBool, Trigger
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
-from smolvla_msgs.msg import ActionChunk, ChunkRequest, ExecutorStatus
-from smolvla_policy.executor_core import Chunk, ChunkExecutorCore, ExecutorConfig, ExecutorStats, State
+from smolvla_msgs.msg import ActionChunk, ArmStatus, ChunkRequest, ExecutorStatus
+from smolvla_policy.executor_core import (
+    ALWAYS_ENABLED,
+    ArmReport,
+    Chunk,
+    ChunkExecutorCore,
+    ExecutorConfig,
+    ExecutorStats,
+    State,
+)
 
 SO101_JOINTS = ["shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll", "gripper"]
 
@@ -67,7 +77,11 @@ NODE_PARAMETERS = {
     "request_topic": "/smolvla/request",
     "status_topic": "/smolvla/executor_status",
     "torque_service": "/arm/torque",
+    "arm_status_topic": "/arm/status",
+    "torque_timeout_s": 1.0,
 }
+#: The arm node latches its status (smolvla_msgs/ArmStatus).
+ARM_STATUS_QOS = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
 
 def seconds(stamp) -> float:
@@ -121,15 +135,20 @@ class ExecutorNode(Node):
         except ValueError as exc:
             self.destroy_node()
             raise ValueError(f"{node_name}: invalid parameter: {exc}") from exc
-        self.core = ChunkExecutorCore(self.config)
-        self._lock = threading.Lock()
         self.shadow = bool(self.params["shadow"])
+        # without an arm status topic (an arm driver that publishes none), or in shadow mode (nothing is
+        # sent to the arm: a replayed bag has no arm), the arm counts as enabled until it says otherwise
+        arm = ALWAYS_ENABLED if self.shadow or not self.params["arm_status_topic"] else None
+        self.core = ChunkExecutorCore(self.config, arm)
+        self._lock = threading.Lock()
         self.joint_state_errors = 0
         self.torque_message = ""
         p = self.params
 
         tick_group = MutuallyExclusiveCallbackGroup()
         io_group = MutuallyExclusiveCallbackGroup()
+        estop_group = MutuallyExclusiveCallbackGroup()  # e-stop waits for the torque service ...
+        torque_group = MutuallyExclusiveCallbackGroup()  # ... whose reply must still get through
         self.command_pub = self.create_publisher(JointTrajectory, p["command_topic"], 10)
         self.shadow_pub = self.create_publisher(JointTrajectory, "~/shadow_command", 10)
         self.request_pub = self.create_publisher(ChunkRequest, p["request_topic"], 10)
@@ -143,11 +162,16 @@ class ExecutorNode(Node):
             qos_profile_sensor_data,
             callback_group=io_group,
         )
+        if p["arm_status_topic"]:
+            self.create_subscription(
+                ArmStatus, p["arm_status_topic"], self._on_arm_status, ARM_STATUS_QOS, callback_group=io_group
+            )
         self.create_service(Trigger, "~/start", self._on_start, callback_group=io_group)
         self.create_service(Trigger, "~/stop", self._on_stop, callback_group=io_group)
         self.create_service(SetBool, "~/pause", self._on_pause, callback_group=io_group)
-        self.create_service(Trigger, "~/estop", self._on_estop, callback_group=io_group)
-        self.torque_client = self.create_client(SetBool, p["torque_service"], callback_group=io_group)
+        self.create_service(Trigger, "~/estop", self._on_estop, callback_group=estop_group)
+        self.torque_group = torque_group
+        self.torque_client = self.create_client(SetBool, p["torque_service"], callback_group=torque_group)
         self.tick_timer = self.create_timer(self.config.period_s, self._on_tick, callback_group=tick_group)
         self.create_timer(1.0 / p["status_rate_hz"], self._publish_status, callback_group=io_group)
         self.create_timer(p["diagnostics_period_s"], self._publish_diagnostics, callback_group=io_group)
@@ -220,13 +244,26 @@ class ExecutorNode(Node):
             self.request_pub.publish(request)
 
     def _on_joint_state(self, msg: JointState) -> None:
+        stamp = seconds(msg.header.stamp) or None
         with self._lock:
-            error = self.core.on_joint_state(self._now(), list(msg.name), np.asarray(msg.position, float))
+            error = self.core.on_joint_state(
+                self._now(), list(msg.name), np.asarray(msg.position, float), stamp
+            )
         if error:
             self.joint_state_errors += 1
             self.get_logger().warning(
                 f"{self.params['joint_states_topic']}: {error}", throttle_duration_sec=2.0
             )
+
+    def _on_arm_status(self, msg: ArmStatus) -> None:
+        arm = ArmReport(
+            msg.state == ArmStatus.STATE_ENABLED, msg.epoch, seconds(msg.enabled_since), msg.message
+        )
+        with self._lock:
+            event = self.core.on_arm_status(self._now(), arm)
+        if event:
+            self.get_logger().warning(f"{self.params['arm_status_topic']}: {event}")
+            self._publish_status(event)
 
     def _on_chunk(self, msg: ActionChunk) -> None:
         now = self._now()
@@ -265,30 +302,55 @@ class ExecutorNode(Node):
             response.success, response.message = action(self._now())
         return response
 
-    def _on_estop(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+    async def _on_estop(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        """Stop commanding at once, then ask the arm to disable torque and wait for its answer: the
+        e-stop succeeds only when the arm acknowledged torque off."""
         with self._lock:
-            response.success, response.message = self.core.estop(self._now())
+            self.core.estop(self._now())
         name = self.params["torque_service"]
-        if self.torque_client.service_is_ready():
-            future = self.torque_client.call_async(SetBool.Request(data=False))
-            future.add_done_callback(self._on_torque_done)
-            self.torque_message = f"torque disable requested from {name}"
+        if not self.torque_client.service_is_ready():
+            ok, self.torque_message = False, f"torque service {name} not available: torque NOT disabled"
         else:
-            self.torque_message = (
-                f"torque service {name} not available: torque NOT disabled, holding position"
-            )
-        response.message += f"; {self.torque_message}"
-        self.get_logger().error(f"E-STOP: {response.message}")
+            result = await self._call_torque_off()
+            ok = result is not None and result.success
+            if result is None:
+                timeout = self.params["torque_timeout_s"]
+                self.torque_message = f"no answer from {name} within {timeout} s: torque NOT confirmed off"
+            else:
+                self.torque_message = f"torque disable {'ok' if ok else 'FAILED'} ({result.message})"
+        response.success = ok
+        response.message = "E-STOP: nothing is commanded; " + self.torque_message
+        self.get_logger().error(response.message)
         self._publish_status(response.message)
         return response
 
-    def _on_torque_done(self, future) -> None:
-        try:
-            result = future.result()
-            self.torque_message = f"torque disable: {'ok' if result.success else 'FAILED'} ({result.message})"
-        except Exception as exc:  # any transport failure is reported, never raised
-            self.torque_message = f"torque disable call failed: {exc}"
-        self.get_logger().warning(self.torque_message)
+    def _call_torque_off(self) -> Future:
+        """A future with the torque service's response, or None after ``torque_timeout_s``."""
+        answer = Future()
+        call = self.torque_client.call_async(SetBool.Request(data=False))
+
+        def finish(result) -> None:
+            if not answer.done():
+                answer.set_result(result)
+
+        def on_reply(future) -> None:
+            try:
+                finish(future.result())
+            except Exception:  # a transport failure is an unconfirmed torque-off, never a crash
+                finish(None)
+
+        call.add_done_callback(on_reply)
+
+        def on_timeout() -> None:
+            self.torque_client.remove_pending_request(call)
+            finish(None)
+            self.destroy_timer(timer)
+
+        timer = self.create_timer(
+            self.params["torque_timeout_s"], on_timeout, callback_group=self.torque_group
+        )
+        answer.add_done_callback(lambda _: self.destroy_timer(timer))
+        return answer
 
     # ------------------------------------------------------------------ status
 

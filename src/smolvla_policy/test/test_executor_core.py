@@ -14,6 +14,7 @@ import pytest
 
 from smolvla_policy.executor_core import (
     BLEND_RULES,
+    ArmReport,
     Chunk,
     ChunkExecutorCore,
     ExecutorConfig,
@@ -30,9 +31,13 @@ def make_core(**overrides) -> ChunkExecutorCore:
     config = dict(joint_names=JOINTS, max_step_rad=10.0, chunk_timeout_s=0.0, joint_state_timeout_s=0.0)
     config.update(overrides)
     core = ChunkExecutorCore(ExecutorConfig(**config))
+    core.on_arm_status(T0 - 100, ENABLED)
     core.on_joint_state(T0, JOINTS, np.zeros(6))
     core.start(T0)
     return core
+
+
+ENABLED = ArmReport(True, 1, T0 - 100, "torque on")
 
 
 def make_chunk(
@@ -403,6 +408,7 @@ def test_deadman_on_stale_joint_state_holds_drops_the_plan_and_stops_requesting(
 
 def test_no_command_before_the_first_joint_state():
     core = ChunkExecutorCore(ExecutorConfig(joint_names=JOINTS))
+    core.on_arm_status(T0, ENABLED)
     core.start(T0)
     result = core.tick(T0)
     assert result.command is None and "no joint state" in result.message
@@ -428,16 +434,69 @@ def test_estop_pause_resume_stop():
     assert core.pause(T0 + 10.5 * DT)[0]
     paused = run_ticks(core, T0 + 11 * DT, 30)
     assert all(r.state == State.PAUSED and not r.executed for r in paused)
-    assert all(r.command[0] == pytest.approx(ramp()[9]) for r in paused)
+    assert all(r.command is None for r in paused)  # the arm holds its last goal by itself
     assert core.start(T0 + 41 * DT)[0]  # start resumes from pause; the plan was frozen in time
     resumed = run_ticks(core, T0 + 41 * DT, 3)
     np.testing.assert_allclose([r.command[0] for r in resumed], ramp()[10:13])
     core.estop(T0 + 44 * DT)
     stopped = run_ticks(core, T0 + 44 * DT, 5)
-    assert all(r.state == State.ESTOP and r.command[0] == pytest.approx(ramp()[12]) for r in stopped)
+    assert all(r.state == State.ESTOP and r.command is None and r.request is None for r in stopped)
     assert core.stats(T0 + 50 * DT).actions_left == 0
     core.stop(T0 + 50 * DT)
     assert core.tick(T0 + 51 * DT).command is None
+
+
+# ---------------------------------------------------------------------------- arm interruptions
+
+
+def test_nothing_is_commanded_until_the_arm_says_it_is_enabled():
+    core = ChunkExecutorCore(ExecutorConfig(joint_names=JOINTS, joint_state_timeout_s=0.0))
+    core.start(T0)
+    feed_state(core, T0, 0.2)
+    result = core.tick(T0)
+    assert result.command is None and result.request is None
+    assert "waiting for the arm: no status from the arm node yet" in result.message
+    assert "not enabled" in core.on_chunk(T0, make_chunk(T0, ramp(20))).reason
+    core.on_arm_status(T0 + DT, ArmReport(False, 0, 0.0, "torque off"))
+    assert "waiting for the arm: torque off" in core.tick(T0 + DT).message
+    assert core.on_arm_status(T0 + 2 * DT, ArmReport(True, 1, T0 + 2 * DT, "torque on"))
+    feed_state(core, T0 + 2 * DT, 0.2)
+    np.testing.assert_allclose(core.tick(T0 + 3 * DT).command, 0.2)  # holds where the arm is
+
+
+@pytest.mark.parametrize("interruption", ["fault", "new_epoch"])
+def test_an_arm_interruption_drops_the_plan_and_resumes_from_the_measured_pose(interruption):
+    """Item 3: the executor kept commanding 1.5 rad while the arm sagged to -0.8 rad with torque off; when
+    torque returned, the arm drove back at full speed. Now the plan is gone and motion restarts where the
+    arm is, from chunks computed after the torque-on."""
+    core = make_core(max_step_rad=0.1)
+    core.tick(T0)
+    core.on_chunk(T0, make_chunk(T0, np.full(60, 1.5), request_id=1))
+    run_ticks(core, T0 + DT, 20)
+    assert core.stats(T0 + 21 * DT).last_command[0] == pytest.approx(1.5)
+    t_fault = T0 + 21 * DT
+    if interruption == "fault":
+        assert "arm not enabled" in core.on_arm_status(t_fault, ArmReport(False, 1, T0 - 1, "FAULT: hot"))
+        during = [core.tick(t_fault + k * DT) for k in range(1, 10)]
+        assert all(r.command is None and r.request is None for r in during)
+        assert "waiting for the arm: FAULT: hot" in during[-1].message
+    t_on = t_fault + 10 * DT
+    assert "epoch 2" in core.on_arm_status(t_on, ArmReport(True, 2, t_on, "torque on"))
+    assert core.on_joint_state(t_on + DT, JOINTS, np.full(6, 1.5), stamp=t_on - DT) is None  # before: ignored
+    assert core.tick(t_on + DT).command is None  # no pose measured since the torque-on yet
+    feed_state_at = t_on + 2 * DT
+    assert core.on_joint_state(feed_state_at, JOINTS, np.full(6, -0.8), stamp=feed_state_at) is None
+    held = core.tick(feed_state_at)
+    np.testing.assert_allclose(held.command, -0.8)  # where the arm sagged to, not 1.5
+    assert held.request is not None and held.request.must_go
+    old = core.on_chunk(feed_state_at, make_chunk(t_on - 0.05, np.full(30, 1.5), chunk_id=7))
+    assert not old.accepted and "older than the arm's latest torque-on (epoch 2)" in old.reason
+    new = make_chunk(
+        feed_state_at, np.linspace(-0.8, 0.4, 30), chunk_id=8, request_id=held.request.request_id
+    )
+    assert core.on_chunk(feed_state_at + DT, new).accepted
+    sent = [core.tick(feed_state_at + k * DT).command[0] for k in range(2, 6)]
+    assert sent[0] == pytest.approx(-0.8, abs=0.05) and all(np.diff([-0.8, *sent]) <= 0.1 + 1e-9)
 
 
 def test_latency_accounting():

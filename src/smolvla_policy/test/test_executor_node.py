@@ -2,8 +2,9 @@
 
 The policy side is a small fake node defined here that answers ``/smolvla/request`` with known chunks
 after a chosen latency: the real policy node is written separately (and needs a model), and these tests
-are about the executor's behaviour on the wire. The arm side is a fake that publishes ``/joint_states``,
-records ``/joint_commands`` and serves ``/arm/torque``; the real arm node is tested in ``so100_driver``.
+are about the executor's behaviour on the wire. The arm side is a fake that publishes ``/joint_states`` and
+a latched ``/arm/status``, records ``/joint_commands`` and serves ``/arm/torque``; the real arm node is
+tested in ``so100_driver``.
 """
 
 from __future__ import annotations
@@ -20,12 +21,13 @@ from builtin_interfaces.msg import Time
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
+from rclpy.qos import DurabilityPolicy, QoSProfile
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import JointState
 from std_srvs.srv import SetBool, Trigger
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
-from smolvla_msgs.msg import ActionChunk, ChunkRequest, ExecutorStatus
+from smolvla_msgs.msg import ActionChunk, ArmStatus, ChunkRequest, ExecutorStatus
 from smolvla_policy.executor_node import SO101_JOINTS, ExecutorNode, duration
 
 DT = 1 / 30
@@ -88,23 +90,45 @@ def make_chunk_msg(chunk_id, request_id, stamp, values, names=SO101_JOINTS, dt=D
 
 class FakeArm(Node):
     """An ideal arm: publishes /joint_states at 50 Hz with the last command, stamped with that command's stamp
-    (as if each command were reached exactly at its time), records commands and serves /arm/torque."""
+    (as if each command were reached exactly at its time), records commands, serves /arm/torque (answering
+    ``torque_answer``; None: no service) and latches /arm/status (enabled from its start, epoch 1)."""
 
-    def __init__(self, context, **kwargs) -> None:
+    def __init__(self, context, torque_answer: bool | None = True, **kwargs) -> None:
         super().__init__("arm", context=context, **kwargs)
         self.commands: list[tuple[float, np.ndarray]] = []
         self.shadow: list[JointTrajectory] = []
         self.statuses: list[ExecutorStatus] = []
         self.torque_calls: list[bool] = []
+        self.torque_answer = torque_answer
         self.position = np.zeros(6)
         self.position_stamp = None
         self.publishing = True
+        self.epoch = 0
+        latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self.status_pub = self.create_publisher(ArmStatus, "/arm/status", latched)
+        self.set_enabled(True)
         self.state_pub = self.create_publisher(JointState, "/joint_states", 10)
         self.create_subscription(JointTrajectory, "/joint_commands", self._on_command, 10)
         self.create_subscription(JointTrajectory, "/smolvla_executor/shadow_command", self.shadow.append, 10)
         self.create_subscription(ExecutorStatus, "/smolvla/executor_status", self.statuses.append, 10)
-        self.create_service(SetBool, "~/torque", self._on_torque)
+        if torque_answer is not None:
+            self.create_service(SetBool, "~/torque", self._on_torque)
         self.create_timer(0.02, self._publish_state)
+
+    def set_enabled(self, enabled: bool, position: np.ndarray | None = None) -> None:
+        """Publish the arm's status; enabling starts a new epoch (where the arm is: ``position``)."""
+        status = ArmStatus(state=ArmStatus.STATE_ENABLED if enabled else ArmStatus.STATE_FAULT)
+        now = self.get_clock().now()
+        if enabled:
+            self.epoch += 1
+            if position is not None:
+                self.position, self.position_stamp = np.asarray(position, float), now.to_msg()
+        status.epoch = self.epoch
+        status.enabled_since = now.to_msg() if enabled else self._since
+        status.message = "torque on" if enabled else "FAULT: test"
+        self._since = status.enabled_since
+        status.header.stamp = now.to_msg()
+        self.status_pub.publish(status)
 
     def _on_command(self, msg: JointTrajectory) -> None:
         stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
@@ -114,7 +138,8 @@ class FakeArm(Node):
 
     def _on_torque(self, request, response):
         self.torque_calls.append(request.data)
-        response.success, response.message = True, "torque off"
+        response.success = self.torque_answer
+        response.message = "torque disabled" if self.torque_answer else "servo 3 did not acknowledge"
         return response
 
     def _publish_state(self) -> None:
@@ -128,14 +153,16 @@ class Rig:
     """Executor node + fake policy + fake arm spinning in a SingleThreadedExecutor thread; with ``sim_time``
     every node uses ``/clock``, published here from 1000 s on at wall-clock speed."""
 
-    def __init__(self, latency: float = 0.2, sim_time: bool = False, **parameters) -> None:
+    def __init__(
+        self, latency: float = 0.2, sim_time: bool = False, torque_answer: bool | None = True, **parameters
+    ) -> None:
         self.context = rclpy.Context()
         rclpy.init(context=self.context)
         sim = [Parameter("use_sim_time", value=True)] if sim_time else []
         overrides = [Parameter(k, value=v) for k, v in {"start_on_launch": True, **parameters}.items()]
         self.executor_node = ExecutorNode(context=self.context, parameter_overrides=overrides + sim)
         self.policy = FakePolicy(self.context, latency, parameter_overrides=sim)
-        self.arm = FakeArm(self.context, parameter_overrides=sim)
+        self.arm = FakeArm(self.context, torque_answer, parameter_overrides=sim)
         self.helper = Node("test_client", context=self.context)
         if sim_time:
             clock_pub = self.helper.create_publisher(Clock, "/clock", 10)
@@ -247,9 +274,11 @@ def test_malformed_and_stale_chunks_are_dropped_with_a_status_message(make_rig):
     bad = {
         "NaN": make_chunk_msg(101, 0, now, [math.nan] * 50),
         "joint names": make_chunk_msg(102, 0, now, np.zeros(50), names=["a", "b", "c", "d", "e", "f"]),
-        "every action": make_chunk_msg(103, 0, rig.policy.get_clock().now().to_msg(), np.zeros(5)),
+        "older than the arm's latest torque-on": make_chunk_msg(
+            103, 0, rig.policy.get_clock().now().to_msg(), np.zeros(5)
+        ),
     }
-    stale = bad["every action"]
+    stale = bad["older than the arm's latest torque-on"]
     stale.header.stamp.sec -= 10
     ragged = make_chunk_msg(104, 0, now, np.zeros(3))
     ragged.trajectory.points[1].positions = [0.0]
@@ -275,28 +304,63 @@ def test_estop_and_pause(make_rig):
     assert paused.success, paused.message
     time.sleep(0.1)  # let the commands already on the wire arrive
     count = len(rig.arm.commands)
-    wait_for(lambda: len(rig.arm.commands) > count + 10, 15.0, "commands while paused")
-    during = [v for _, v in rig.arm.commands[count:]]
-    assert all(np.array_equal(v, during[0]) for v in during)
+    time.sleep(0.3)
+    assert len(rig.arm.commands) == count  # paused: the arm holds its last goal, nothing is sent
     wait_for(lambda: rig.arm.statuses[-1].state == ExecutorStatus.STATE_PAUSED, 15.0, "PAUSED status")
     assert rig.call(SetBool, "/smolvla_executor/pause", SetBool.Request(data=False)).success
     steps = rig.executor_node.stats().executed_steps
     wait_for(lambda: rig.executor_node.stats().executed_steps > steps + 5, 15.0, "execution after resume")
 
     answer = rig.call(Trigger, "/smolvla_executor/estop", Trigger.Request())
-    assert answer.success and "torque disable requested" in answer.message
-    wait_for(lambda: rig.arm.torque_calls == [False], 15.0, "torque disable call")
+    assert answer.success and "torque disable ok (torque disabled)" in answer.message, answer.message
+    assert rig.arm.torque_calls == [False]
     time.sleep(0.1)
     count = len(rig.arm.commands)
-    wait_for(lambda: len(rig.arm.commands) > count + 10, 15.0, "commands in e-stop")
-    during = [v for _, v in rig.arm.commands[count:]]
-    assert all(np.array_equal(v, during[0]) for v in during)
+    time.sleep(0.3)
+    assert len(rig.arm.commands) == count  # e-stop: nothing is commanded at all
     wait_for(lambda: rig.arm.statuses[-1].state == ExecutorStatus.STATE_ESTOP, 15.0, "ESTOP status")
     assert rig.call(Trigger, "/smolvla_executor/stop", Trigger.Request()).success
     time.sleep(0.2)
     count = len(rig.arm.commands)
     time.sleep(0.3)
     assert len(rig.arm.commands) == count  # stopped: nothing is commanded
+
+
+@pytest.mark.parametrize("torque_answer", [None, False])
+def test_estop_fails_when_the_arm_does_not_confirm_torque_off(make_rig, torque_answer):
+    """Item 6: no torque service, or one that reports failure: the e-stop says so (and still commands
+    nothing)."""
+    rig = make_rig(latency=0.1, torque_answer=torque_answer)
+    wait_for(lambda: rig.executor_node.stats().executed_steps > 5, 15.0, "execution")
+    answer = rig.call(Trigger, "/smolvla_executor/estop", Trigger.Request())
+    assert not answer.success
+    expected = "not available: torque NOT disabled" if torque_answer is None else "FAILED (servo 3"
+    assert expected in answer.message, answer.message
+    time.sleep(0.1)
+    count = len(rig.arm.commands)
+    time.sleep(0.3)
+    assert len(rig.arm.commands) == count
+
+
+def test_an_arm_fault_stops_the_commands_and_re_enabling_resumes_where_the_arm_is(make_rig):
+    """Item 3 on the wire: the arm faults while a chunk runs, sags, and is enabled again."""
+    rig = make_rig(latency=0.1, max_step_rad=0.05, joint_state_timeout_s=2.0)
+    wait_for(lambda: rig.executor_node.stats().executed_steps > 20, 15.0, "execution")
+    rig.arm.set_enabled(False)
+    wait_for(lambda: "waiting for the arm: FAULT: test" in rig.executor_node.stats().message, 5.0, "waiting")
+    time.sleep(0.1)
+    count = len(rig.arm.commands)
+    time.sleep(0.3)
+    assert len(rig.arm.commands) == count  # nothing is commanded while the arm is not enabled
+    before_enable = rig.arm.commands[-1][1][0]
+    sagged = np.full(6, before_enable - 0.8)
+    rig.arm.set_enabled(True, position=sagged)
+    wait_for(lambda: len(rig.arm.commands) > count, 5.0, "commands after the torque-on")
+    first = rig.arm.commands[count][1]
+    np.testing.assert_allclose(first, sagged, atol=0.05 + 1e-9)  # from where the arm is, one step at most
+    wait_for(lambda: len(rig.arm.commands) > count + 20, 10.0, "execution after the torque-on")
+    steps = np.abs(np.diff([v[0] for _, v in rig.arm.commands[count:]]))
+    assert steps.max() <= 0.05 + 1e-9
 
 
 def test_deadman_holds_when_joint_states_stop(make_rig):

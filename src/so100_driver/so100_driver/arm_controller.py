@@ -8,10 +8,17 @@ the monotonic clock because they are about physics, not about the plan.
 One control cycle (:meth:`ArmController.step`):
 
 1. sync read of every Present_Position (+ the status byte of each reply);
-2. one servo's telemetry block (velocity, load, voltage, temperature, status, current), round-robin;
-3. protection: overload/heat/stall back the joint off to where it is and hold, a hard limit disables torque;
+2. one servo's telemetry block (torque and goal read back, velocity, load, voltage, temperature, status,
+   current), round-robin;
+3. protection: overload/heat/stall back the joint off to where it is and hold, a hard limit, a silent
+   servo or a servo that dropped its torque disables torque;
 4. target = the active trajectory sampled at ``now`` (or the held target), clamped to the calibrated range;
-5. goal = previous goal moved by at most ``max_step`` towards the target; one sync write of all goals.
+5. goal = :func:`next_goal`: towards the target by at most ``max_velocity`` per second, always within
+   ``max_step`` of the measured position (a held-back joint never pushes harder than that), never outside
+   the range; one sync write of the goals that changed.
+
+The arm-safety rule: after any interruption (torque enabled again, reconnect, fault, restart) the arm
+holds where it physically is, and moves only on a command stamped after that torque-on (its *epoch*).
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from so100_driver import protocol
-from so100_driver.bus import BusDisconnectedError, BusError, FeetechBus, Telemetry
+from so100_driver.bus import BusDisconnectedError, BusError, BusPortBusyError, FeetechBus, Telemetry
 from so100_driver.calibration import EEPROM_REGISTERS, ArmCalibration, MotorCalibration, compare_with_servos
 
 STEPS_PER_RAD = 4095.0 / (2.0 * math.pi)
@@ -80,7 +87,8 @@ class Joint:
 class SafetyConfig:
     """Protection thresholds. Loads in % of max torque, temperatures in deg C, times in seconds."""
 
-    max_step: float = 0.03  # rad per control cycle
+    max_step: float = 0.1  # rad: no goal is written farther than this from the measured position
+    max_velocity: float = 3.0  # rad/s: how fast a goal may move towards its target
     overload_load_percent: float = 80.0
     overload_backoff_s: float = 0.3  # sustained overload before backing off
     hard_fault_s: float = 2.0  # still stressed this long after backing off -> torque off
@@ -132,8 +140,8 @@ class CycleResult:
     state: ArmState
     positions: dict[str, float] | None  # rad; None unless every joint was read fresh this cycle
     velocities: dict[str, float] | None
-    efforts: dict[str, float] | None
-    goals: dict[str, float] | None  # rad, as written to the servos this cycle
+    efforts: dict[str, float] | None  # N·m; None until every joint's load has been read (unknown is not 0)
+    goals: dict[str, float] | None  # rad, the goals the servos hold after this cycle
     missing: tuple[str, ...] = ()
 
 
@@ -179,6 +187,25 @@ class TrajectoryPlan:
             a = (t - times[k - 1]) / span if span > 0 else 1.0
             values = [p0 + a * (p1 - p0) for p0, p1 in zip(points[k - 1], points[k], strict=True)]
         return dict(zip(self.joints, values, strict=True))
+
+
+def next_goal(
+    previous: float, target: float, measured: float, lower: float, upper: float, step: float, max_step: float
+) -> float | None:
+    """The goal to write for one joint this cycle, or None to leave the servo's goal as it is.
+
+    The goal moves from ``previous`` towards ``target`` (clamped to ``[lower, upper]``) by at most
+    ``step``, and always ends within ``max_step`` of ``measured``: a joint held back (an obstacle, a load,
+    a hand) is never pushed harder than at ``max_step`` of error, and its goal follows it back. None when
+    the goal does not change, or when no goal inside the range is within ``max_step`` of the joint (it
+    was forced out of its range: the servo keeps the goal it has).
+    """
+    target = min(max(target, lower), upper)
+    goal = previous + min(max(target - previous, -step), step)
+    goal = min(max(goal, measured - max_step), measured + max_step)
+    if goal == previous or not lower <= goal <= upper:
+        return None
+    return goal
 
 
 def validate_command(
@@ -246,14 +273,33 @@ class ArmLink:
         self.events.append(text)
         del self.events[:-50]
 
+    @property
+    def lock(self) -> threading.RLock:
+        """Held for every cycle and state change; hold it to read several attributes consistently."""
+        return self._lock
+
+    def status_message(self) -> str:
+        """One line for the arm's state: the fault, the refusal or bus error, or that torque is on."""
+        if self.state == ArmState.DISCONNECTED:
+            return f"disconnected, retrying: {self.connect_error}"
+        if self.state == ArmState.FAULT:
+            return f"FAULT, torque disabled: {self.fault_message}"
+        if self.calibration_problems:
+            return "calibration mismatch, torque stays off: " + "; ".join(self.calibration_problems)
+        return "torque on" if self.state == ArmState.ENABLED else "torque off"
+
     def drain_events(self) -> list[str]:
         with self._lock:
             events, self.events = self.events, []
             return events
 
     # --------------------------------------------------------------------------------------- connection
-    def connect(self) -> bool:
-        """Open the bus, check every servo and the calibration; True when connected (state IDLE)."""
+    def connect(self, now: float = 0.0) -> bool:
+        """Open the bus, check every servo and the calibration; True when connected (state IDLE).
+
+        ``now`` is the trajectory clock's time (the node clock), for the epoch of a torque resumed on
+        reconnect. A port held by another program raises :class:`BusPortBusyError`.
+        """
         with self._lock:
             try:
                 if not self.bus.is_open:
@@ -264,7 +310,10 @@ class ArmLink:
                     self._event("calibration mismatch: " + text)
                 self.connect_error = ""
                 self.state = ArmState.IDLE
-                self._on_connected()
+                self._on_connected(now)
+            except BusPortBusyError:
+                self.state = ArmState.DISCONNECTED
+                raise
             except BusError as exc:
                 self.connect_error = str(exc)
                 self.state = ArmState.DISCONNECTED
@@ -316,7 +365,7 @@ class ArmLink:
             "file that belongs to this arm."
         )
 
-    def _on_connected(self) -> None:
+    def _on_connected(self, now: float) -> None:
         """Hook for subclasses (configure servos, resume torque)."""
 
     def shutdown(self, torque_off: bool = True) -> None:
@@ -325,14 +374,18 @@ class ArmLink:
             self.bus.close()
             self.state = ArmState.DISCONNECTED
 
-    def maybe_reconnect(self) -> bool:
+    def maybe_reconnect(self, now: float = 0.0) -> bool:
         """Try to reconnect if due (every ``reconnect_period_s``); True when connected now."""
-        now = self.monotonic()
-        if now < self._next_connect:
+        mono = self.monotonic()
+        if mono < self._next_connect:
             return False
-        self._next_connect = now + self.safety.reconnect_period_s
+        self._next_connect = mono + self.safety.reconnect_period_s
         self.reconnect_attempts += 1
-        return self.connect()
+        try:
+            return self.connect(now)
+        except BusPortBusyError as exc:  # someone took the port while it was gone: keep trying
+            self.connect_error = str(exc)
+            return False
 
     def _lost(self, exc: BusDisconnectedError) -> None:
         self.connect_error = str(exc)
@@ -360,12 +413,14 @@ class ArmLink:
             fresh[joint.name] = rad
         return fresh
 
-    def _read_next_telemetry(self) -> None:
+    def _read_next_telemetry(self) -> tuple[str, Telemetry | None]:
+        """Read the telemetry of the next joint (round-robin); returns its name and what was read."""
         joint = list(self.joints.values())[self._telemetry_index % len(self.joints)]
         self._telemetry_index += 1
         telemetry = self.bus.read_telemetry(joint.servo_id, retries=0)
         if telemetry is not None:
             self.health[joint.name].telemetry = telemetry
+        return joint.name, telemetry
 
     # -------------------------------------------------------------------------------------- diagnostics
     def servo_reports(self, prefix: str) -> list[StatusReport]:
@@ -463,29 +518,44 @@ class ArmController(ArmLink):
         configure_servos: bool = True,
         telemetry_every: int = 1,
         monotonic: Callable[[], float] = time.monotonic,
+        period_s: float = 0.01,
     ) -> None:
         super().__init__(bus, joints, safety, monotonic)
         self.configure_servos = configure_servos
         self.telemetry_every = max(1, int(telemetry_every))
+        self.period_s = float(period_s)
         self.targets: dict[str, float] = {}
-        self.goals: dict[str, float] = {}
+        self.goals: dict[str, float] = {}  # what each servo holds (as written, or as read back)
         self.plan: TrajectoryPlan | None = None
         self.resume_torque = False
         self.rejected_commands = 0
         self.last_rejection = ""
+        self.epoch = 0  # number of torque-ons so far
+        self.enabled_since: float | None = None  # trajectory-clock time of the latest torque-on
+        self.goal_readback_mismatches = 0
+
+    @property
+    def step_per_cycle(self) -> float:
+        """How far a goal may move towards its target in one cycle (``max_velocity`` at the cycle rate)."""
+        return self.safety.max_velocity * self.period_s
 
     # ------------------------------------------------------------------------------------ configuration
-    def _on_connected(self) -> None:
+    def _on_connected(self, now: float) -> None:
         if self.configure_servos:
             self._configure()
-        if self.resume_torque and not self.calibration_problems:
-            self._event("reconnected: resuming hold of the last safe target")
-            last_targets = dict(self.targets)
-            ok, message = self._enable()
-            if ok:
-                self.targets |= {k: v for k, v in last_targets.items() if k in self.targets}
+        if self.resume_torque:
+            if self.calibration_problems:
+                ok, message = False, "calibration mismatch: " + "; ".join(self.calibration_problems)
             else:
-                self._event("could not resume torque after reconnect: " + message)
+                ok, message = self._enable(now)
+            if ok:
+                self._event(
+                    "reconnected: torque on, holding the measured pose; the previous plan was dropped, "
+                    "the arm moves again on the next command"
+                )
+            else:
+                self.resume_torque = False
+                self._event("reconnected, but torque stays off: " + message)
 
     def _configure(self) -> None:
         wanted = {j.servo_id: dict(SERVO_SETTINGS) for j in self.joints.values()}
@@ -524,8 +594,12 @@ class ArmController(ArmLink):
             self.bus.sync_write_register("Torque_Limit", gripper_ids)
 
     # ---------------------------------------------------------------------------------------- torque
-    def enable_torque(self) -> tuple[bool, str]:
-        """Torque on with goal = present position. Refused on calibration mismatch or missing servos."""
+    def enable_torque(self, now: float) -> tuple[bool, str]:
+        """Torque on, holding the measured pose; commands stamped before ``now`` are refused from then on.
+
+        Refused on a calibration mismatch, a servo that does not answer, two position reads that do not
+        agree, or a joint farther than ``max_step`` outside its calibrated range.
+        """
         with self._lock:
             if self.state == ArmState.DISCONNECTED:
                 return False, f"not connected to the servo bus: {self.connect_error}"
@@ -545,17 +619,49 @@ class ArmController(ArmLink):
                     + ". "
                     + self.calibration_fix_hint()
                 )
-            return self._enable()
+            return self._enable(now)
 
-    def _enable(self) -> tuple[bool, str]:
+    def _hold_pose(self) -> tuple[dict[str, int] | None, str]:
+        """Raw positions to hold at torque-on, from two fresh reads that agree; or None and why not."""
+        first = self._read_positions()
+        second = self._read_positions()
+        missing = [n for n in self.joints if n not in first or n not in second]
+        if missing:
+            return None, f"no position from {missing}"
+        tolerance = max(2.0, self.safety.max_step * STEPS_PER_RAD)
+        moving = [
+            f"{n} ({abs(second[n] - first[n]) * STEPS_PER_RAD:.0f} steps)"
+            for n in self.joints
+            if abs(second[n] - first[n]) * STEPS_PER_RAD > tolerance
+        ]
+        if moving:
+            return None, f"the position of {', '.join(moving)} changed between two reads: hold the arm still"
+        outside = []
+        for name, joint in self.joints.items():
+            rad = second[name]
+            if rad < joint.lower - self.safety.max_step or rad > joint.upper + self.safety.max_step:
+                raw = self.health[name].position_raw
+                outside.append(
+                    f"{name} is at {raw}, outside its calibrated range {joint.range_min}..{joint.range_max} "
+                    f"by {math.degrees(max(joint.lower - rad, rad - joint.upper)):.1f} deg"
+                )
+        if outside:
+            return None, (
+                "; ".join(outside)
+                + f" (more than max_step {self.safety.max_step} rad): move it back into its range by hand, "
+                "or recalibrate"
+            )
+        return {n: self.joints[n].to_raw(second[n]) for n in self.joints}, ""
+
+    def _enable(self, now: float) -> tuple[bool, str]:
         try:
-            fresh = self._read_positions()
-            missing = [n for n in self.joints if n not in fresh]
-            if missing:
-                return False, f"refusing to enable torque: no position from {missing}"
-            goals = {name: self.joints[name].to_rad(self.health[name].position_raw) for name in self.joints}
+            hold, problem = self._hold_pose()
+            if hold is None:
+                return False, "refusing to enable torque: " + problem
+            for _ in self.joints:  # protection starts from fresh temperatures and loads, not old ones
+                self._read_next_telemetry()
             self.bus.sync_write_register(
-                "Goal_Position", {self.joints[n].servo_id: self.health[n].position_raw for n in self.joints}
+                "Goal_Position", {self.joints[n].servo_id: raw for n, raw in hold.items()}
             )
             for joint in self.joints.values():
                 self.bus.write_register(joint.servo_id, "Torque_Enable", 1)
@@ -565,15 +671,17 @@ class ArmController(ArmLink):
         except BusError as exc:
             self._torque_off_best_effort()
             return False, f"torque enable failed, torque disabled again: {exc}"
-        self.goals = goals
-        self.targets = dict(goals)
+        self.goals = {name: self.joints[name].to_rad(raw) for name, raw in hold.items()}
+        self.targets = dict(self.goals)
         self.plan = None
         for health in self.health.values():
             health.backed_off, health.stressed_since, health.calm_since = False, None, None
         self.fault_message = ""
         self.resume_torque = True
         self.state = ArmState.ENABLED
-        return True, "torque enabled, holding the present position"
+        self.epoch += 1
+        self.enabled_since = now
+        return True, "torque enabled, holding the measured position"
 
     def disable_torque(self) -> tuple[bool, str]:
         """Torque off (the arm goes limp). Clears a FAULT."""
@@ -624,6 +732,13 @@ class ArmController(ArmLink):
             self.state = ArmState.DISCONNECTED
 
     # -------------------------------------------------------------------------------------- commands
+    def reject(self, reason: str) -> None:
+        """Count a command refused before it reached :meth:`command` and raise :class:`CommandError`."""
+        with self._lock:
+            self.rejected_commands += 1
+            self.last_rejection = reason
+        raise CommandError(reason)
+
     def command(
         self,
         now: float,
@@ -631,7 +746,9 @@ class ArmController(ArmLink):
         points: Sequence[tuple[float, Sequence[float]]],
         start_time: float | None = None,
     ) -> None:
-        """Accept a trajectory (times from ``start_time``, default now); raises :class:`CommandError`."""
+        """Accept a trajectory (times from ``start_time``, its stamp; default now); raises
+        :class:`CommandError`. A command stamped before the latest torque-on is refused: it was issued
+        before the interruption, for a pose the arm may no longer be in."""
         with self._lock:
             try:
                 validate_command(self.joints, names, points)
@@ -639,6 +756,12 @@ class ArmController(ArmLink):
                     raise CommandError(
                         f"arm is {self.state.value}: enable torque first (std_srvs/SetBool, torque service)"
                         + (f"; fault: {self.fault_message}" if self.fault_message else "")
+                    )
+                since = self.enabled_since
+                if start_time is not None and since is not None and start_time < since:
+                    raise CommandError(
+                        f"command stamped {since - start_time:.3f} s before torque was last "
+                        "enabled: ignored (after an interruption the arm moves only on newer commands)"
                     )
             except CommandError as exc:
                 self.rejected_commands += 1
@@ -663,7 +786,7 @@ class ArmController(ArmLink):
         with self._lock:
             self.cycles += 1
             if self.state == ArmState.DISCONNECTED:
-                self.maybe_reconnect()
+                self.maybe_reconnect(now)
                 if self.state == ArmState.DISCONNECTED:
                     return CycleResult(self.state, None, None, None, None, tuple(self.joints))
             try:
@@ -679,7 +802,9 @@ class ArmController(ArmLink):
     def _cycle(self, now: float) -> CycleResult:
         fresh = self._read_positions()
         if self.cycles % self.telemetry_every == 0:
-            self._read_next_telemetry()
+            name, telemetry = self._read_next_telemetry()
+            if telemetry is not None and self.state == ArmState.ENABLED:
+                self._check_read_back(name, telemetry)
         missing = tuple(n for n in self.joints if n not in fresh)
         mono = self.monotonic()
         goals_written = None
@@ -688,18 +813,30 @@ class ArmController(ArmLink):
         if self.state == ArmState.ENABLED:
             goals_written = self._write_goals(now, fresh)
         complete = not missing
-        efforts = {}
-        for name in self.joints:
-            tel = self.health[name].telemetry
-            efforts[name] = (tel.load / 1000.0 * self.safety.stall_torque_nm) if tel else 0.0
+        telemetry_of = {n: self.health[n].telemetry for n in self.joints}
+        efforts = None
+        if complete and all(telemetry_of.values()):
+            efforts = {n: tel.load / 1000.0 * self.safety.stall_torque_nm for n, tel in telemetry_of.items()}
         return CycleResult(
             state=self.state,
             positions=fresh if complete else None,
             velocities={n: self.health[n].velocity for n in self.joints} if complete else None,
-            efforts=efforts if complete else None,
+            efforts=efforts,
             goals=goals_written,
             missing=missing,
         )
+
+    def _check_read_back(self, name: str, telemetry: Telemetry) -> None:
+        """Torque and goal as the servo reports them (read while torque is on, so after the torque-on)."""
+        joint = self.joints[name]
+        if not telemetry.torque_enabled:
+            self._fault(
+                f"servo {joint.servo_id} ({name}) dropped its torque by itself (Torque_Enable reads 0: "
+                "a protection trip or a supply dip)"
+            )
+        elif telemetry.goal != joint.to_raw(self.goals[name]):
+            self.goals[name] = joint.to_rad(telemetry.goal)  # a lost sync write: what it really drives to
+            self.goal_readback_mismatches += 1
 
     def _protect(self, mono: float, fresh: Mapping[str, float]) -> None:
         cfg = self.safety
@@ -742,8 +879,8 @@ class ArmController(ArmLink):
                         self._event(f"{name}: recovered ({health.backoff_reason}); accepting commands again")
 
     def _releasing(self, name: str) -> bool:
-        """A backed-off joint whose goal is still stepping back (``max_step`` per cycle) to its hold."""
-        return abs(self.goals.get(name, 0.0) - self.targets.get(name, 0.0)) > self.safety.max_step
+        """A backed-off joint whose goal is still stepping back (one cycle's step at a time) to its hold."""
+        return abs(self.goals.get(name, 0.0) - self.targets.get(name, 0.0)) > self.step_per_cycle
 
     def _backoff_delay(self, joint: Joint) -> float:
         return self.safety.gripper_stall_s if joint.is_gripper else self.safety.overload_backoff_s
@@ -761,7 +898,7 @@ class ArmController(ArmLink):
             return f"load {tel.load_percent:.0f} % >= {cfg.overload_load_percent:.0f} %"
         if joint.is_gripper and joint.name in fresh and joint.name in self.goals:
             error = abs(self.goals[joint.name] - fresh[joint.name])
-            if tel.current_ma >= cfg.gripper_stall_current_ma and error >= cfg.gripper_stall_error_rad:
+            if abs(tel.current_ma) >= cfg.gripper_stall_current_ma and error >= cfg.gripper_stall_error_rad:
                 return f"gripper stall: {tel.current_ma:.0f} mA with {error:.2f} rad position error"
         return ""
 
@@ -787,6 +924,7 @@ class ArmController(ArmLink):
             point.pop(index)
 
     def _write_goals(self, now: float, fresh: Mapping[str, float]) -> dict[str, float]:
+        """Move each goal by :func:`next_goal` and write the ones that changed; returns every goal held."""
         targets = self._current_targets(now)
         for name, health in self.health.items():
             if health.backed_off:
@@ -794,17 +932,26 @@ class ArmController(ArmLink):
         if self.plan is not None and now >= self.plan.end_time:
             self.targets |= targets  # the plan ran out: hold its last point
             self.plan = None
-        step = self.safety.max_step
-        raw_goals = {}
+        changed = {}
         for name, joint in self.joints.items():
-            target = min(max(targets[name], joint.lower), joint.upper)
-            previous = self.goals[name]
-            # a joint that did not answer gets no new motion (we don't know where it is)
-            goal = previous + min(max(target - previous, -step), step) if name in fresh else previous
-            goal = min(max(goal, joint.lower), joint.upper)
+            if name not in fresh:  # a joint that did not answer gets no new motion: where is it?
+                continue
+            goal = next_goal(
+                self.goals[name],
+                targets[name],
+                fresh[name],
+                joint.lower,
+                joint.upper,
+                self.step_per_cycle,
+                self.safety.max_step,
+            )
+            if goal is None:
+                continue
+            if joint.to_raw(goal) != joint.to_raw(self.goals[name]):
+                changed[joint.servo_id] = joint.to_raw(goal)
             self.goals[name] = goal
-            raw_goals[joint.servo_id] = joint.to_raw(goal)
-        self.bus.sync_write_register("Goal_Position", raw_goals)
+        if changed:
+            self.bus.sync_write_register("Goal_Position", changed)
         return dict(self.goals)
 
     # -------------------------------------------------------------------------------------- diagnostics
@@ -822,7 +969,7 @@ class ArmController(ArmLink):
 class LeaderArm(ArmLink):
     """Leader arm: torque stays off; positions are read and converted with the leader's calibration."""
 
-    def _on_connected(self) -> None:
+    def _on_connected(self, now: float) -> None:
         for servo_id in self.ids:  # acknowledged: a leader must be limp to be moved by hand
             self.bus.write_register(servo_id, "Torque_Enable", 0)
 

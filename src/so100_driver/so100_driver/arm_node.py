@@ -2,8 +2,9 @@
 
 The control loop runs on its own thread, paced by the monotonic clock (the bus is hardware); trajectory
 times and message stamps use the node clock, so ``use_sim_time`` works. Publishes ``/joint_states``,
-``~/commanded`` (the goals actually written, rad) and ``/diagnostics``; subscribes ``/joint_commands``;
-serves ``~/torque`` (std_srvs/SetBool).
+``~/commanded`` (the goals the servos hold, rad), ``~/status`` (smolvla_msgs/ArmStatus: state and safety
+epoch, latched) and ``/diagnostics``; subscribes ``/joint_commands`` (stamped; commands stamped before the
+latest torque-on are ignored); serves ``~/torque`` (std_srvs/SetBool).
 """
 
 from __future__ import annotations
@@ -17,11 +18,13 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.exceptions import InvalidParameterTypeException
 from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, QoSProfile
 from rclpy.time import Time
 from sensor_msgs.msg import JointState
 from std_srvs.srv import SetBool
 from trajectory_msgs.msg import JointTrajectory
 
+from smolvla_msgs.msg import ArmStatus
 from so100_driver import calibration
 from so100_driver.arm_controller import (
     ArmController,
@@ -32,12 +35,20 @@ from so100_driver.arm_controller import (
     SafetyConfig,
     StatusReport,
 )
-from so100_driver.bus import FeetechBus
+from so100_driver.bus import BusError, BusPortBusyError, FeetechBus
 from so100_driver.node_main import run_node
 
 DEFAULT_JOINTS = ["shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll", "gripper"]
 DEFAULT_IDS = [1, 2, 3, 4, 5, 6]
 ROBOT_TYPES = ("so100", "so101")
+#: Latched: a node that starts later (the executor) gets the arm's current state at once.
+STATUS_QOS = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+ARM_STATUS_STATES = {
+    ArmState.DISCONNECTED: ArmStatus.STATE_DISCONNECTED,
+    ArmState.IDLE: ArmStatus.STATE_IDLE,
+    ArmState.ENABLED: ArmStatus.STATE_ENABLED,
+    ArmState.FAULT: ArmStatus.STATE_FAULT,
+}
 
 
 class ParameterError(ValueError):
@@ -87,6 +98,17 @@ def load_joints(calibration_file: str, names: Sequence[str], ids: Sequence[int],
     return joints
 
 
+def open_exclusively(bus: FeetechBus) -> None:
+    """Open the bus at start: a port held by another program refuses the node (a ParameterError naming
+    the 'port' parameter) before it sends a byte; a device not plugged in yet is retried by the loop."""
+    try:
+        bus.open()
+    except BusPortBusyError as exc:
+        raise ParameterError(f"parameter 'port': {exc}") from None
+    except BusError:
+        pass
+
+
 def declare_parameters(node: Node, defaults: dict) -> dict:
     """Declare parameters with defaults; floats also accept ints (YAML ``rate: 100``). Clear type errors."""
     values = {}
@@ -123,6 +145,8 @@ def to_diagnostic_array(stamp, reports: Sequence[StatusReport], hardware_id: str
 
 
 def joint_state(stamp, result: CycleResult, values: dict[str, float], names: Sequence[str]) -> JointState:
+    """A JointState of ``values``; velocity and effort only for measured positions, and effort only once
+    every joint's load was read (an empty array means unknown, never zero)."""
     msg = JointState()
     msg.header.stamp = stamp
     msg.name = list(names)
@@ -131,6 +155,15 @@ def joint_state(stamp, result: CycleResult, values: dict[str, float], names: Seq
         msg.velocity = [float(result.velocities[n]) for n in names]
     if result.efforts is not None and values is result.positions:
         msg.effort = [float(result.efforts[n]) for n in names]
+    return msg
+
+
+def arm_status(stamp, state: ArmState, epoch: int, enabled_since: float | None, message: str) -> ArmStatus:
+    """The ArmStatus message; ``enabled_since`` in seconds of the node clock (None: never enabled)."""
+    msg = ArmStatus(state=ARM_STATUS_STATES[state], epoch=epoch, message=message)
+    msg.header.stamp = stamp
+    if enabled_since is not None:
+        msg.enabled_since = Time(nanoseconds=round(enabled_since * 1e9)).to_msg()
     return msg
 
 
@@ -143,19 +176,22 @@ class ArmNode(Node):
             p["calibration_file"], self.joint_names, list(p["motor_ids"]), p["gripper_joint"]
         )
         safety = SafetyConfig(**{k: p[k] for k in SafetyConfig.__dataclass_fields__})
-        if not safety.max_step > 0:
-            raise ParameterError(f"parameter 'max_step' must be > 0 rad per cycle, got {safety.max_step}")
+        for name in ("max_step", "max_velocity"):
+            if not getattr(safety, name) > 0:
+                raise ParameterError(f"parameter '{name}' must be > 0, got {getattr(safety, name)}")
         self.bus = FeetechBus(
             p["port"], p["baudrate"], p["bus_timeout_ms"], p["bus_retries"], p["retry_budget_ms"]
         )
+        open_exclusively(self.bus)
+        self.period = 1.0 / p["control_rate_hz"]
         self.controller = ArmController(
             self.bus,
             joints,
             safety,
             configure_servos=p["configure_servos"],
             telemetry_every=p["telemetry_every"],
+            period_s=self.period,
         )
-        self.period = 1.0 / p["control_rate_hz"]
         self.diagnostics_period = 1.0 / p["diagnostics_rate_hz"]
         self.torque_off_on_shutdown = p["torque_off_on_shutdown"]
         self.enable_on_start = p["enable_torque_on_start"]
@@ -163,6 +199,8 @@ class ArmNode(Node):
         self.state_pub = self.create_publisher(JointState, "/joint_states", 10)
         self.commanded_pub = self.create_publisher(JointState, "~/commanded", 10)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.status_pub = self.create_publisher(ArmStatus, "~/status", STATUS_QOS)
+        self._last_status: tuple | None = None
         self.create_subscription(JointTrajectory, "/joint_commands", self._on_command, 10)
         self.create_service(SetBool, "~/torque", self._on_torque)
 
@@ -211,22 +249,45 @@ class ArmNode(Node):
             (p.time_from_start.sec + p.time_from_start.nanosec * 1e-9, list(p.positions)) for p in msg.points
         ]
         try:
-            self.controller.command(self._now(), list(msg.joint_names), points, start_time=stamp or None)
+            if stamp == 0:
+                self.controller.reject(
+                    "header.stamp is not set: stamp every command with the time it was issued "
+                    '(ros2 topic pub: "{header: {stamp: now}, joint_names: [...], points: [...]}")'
+                )
+            self.controller.command(self._now(), list(msg.joint_names), points, start_time=stamp)
         except CommandError as exc:
             self.get_logger().error(f"/joint_commands rejected: {exc}", throttle_duration_sec=1.0)
 
     def _on_torque(self, request: SetBool.Request, response: SetBool.Response) -> SetBool.Response:
-        ok, message = self.controller.enable_torque() if request.data else self.controller.disable_torque()
+        if request.data:
+            ok, message = self.controller.enable_torque(self._now())
+        else:
+            ok, message = self.controller.disable_torque()
         response.success, response.message = ok, message
-        (self.get_logger().info if ok else self.get_logger().error)(
-            f"torque {'on' if request.data else 'off'}: {message}"
-        )
+        text = f"torque {'on' if request.data else 'off'}: {message}"
+        if ok:  # one call site per severity: rclpy refuses to change a call site's severity
+            self.get_logger().info(text)
+        else:
+            self.get_logger().error(text)
+        self._publish_status()
         return response
+
+    def _publish_status(self, periodic: bool = False) -> None:
+        """ArmStatus when the state, epoch or message changed (or ``periodic``)."""
+        c = self.controller
+        with c.lock:
+            state, epoch, since = c.state, c.epoch, c.enabled_since
+            message = c.status_message()
+        key = (state, epoch, message)
+        if key == self._last_status and not periodic:
+            return
+        self._last_status = key
+        self.status_pub.publish(arm_status(self.get_clock().now().to_msg(), state, epoch, since, message))
 
     # ----------------------------------------------------------------------------------------- the loop
     def _loop(self) -> None:
         controller = self.controller
-        if controller.connect():
+        if controller.connect(self._now()):
             if controller.calibration_problems:
                 self.get_logger().error(
                     "calibration mismatch, torque stays off: "
@@ -238,6 +299,7 @@ class ArmNode(Node):
                 self._on_torque(SetBool.Request(data=True), SetBool.Response())
         else:
             self.get_logger().error(f"servo bus not available, retrying: {controller.connect_error}")
+        self._publish_status(periodic=True)
         next_cycle = time.monotonic()
         next_diag = next_cycle
         while not self._stop.is_set():
@@ -246,7 +308,9 @@ class ArmNode(Node):
             self._publish(result)
             for event in controller.drain_events():
                 self.get_logger().warning(event)
-            if started >= next_diag:
+            periodic = started >= next_diag
+            self._publish_status(periodic)
+            if periodic:
                 next_diag = started + self.diagnostics_period
                 self.diag_pub.publish(
                     to_diagnostic_array(

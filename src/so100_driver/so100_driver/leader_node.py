@@ -26,6 +26,7 @@ from so100_driver.arm_node import (
     declare_parameters,
     joint_state,
     load_joints,
+    open_exclusively,
     to_diagnostic_array,
 )
 from so100_driver.bus import FeetechBus
@@ -63,6 +64,7 @@ class LeaderNode(Node):
         self.joint_names = list(p["joint_names"])
         joints = load_joints(p["calibration_file"], self.joint_names, list(p["motor_ids"]), "")
         self.bus = FeetechBus(p["port"], p["baudrate"], p["bus_timeout_ms"], p["bus_retries"])
+        open_exclusively(self.bus)
         self.leader = LeaderArm(self.bus, joints, SafetyConfig(reconnect_period_s=p["reconnect_period_s"]))
         self.period = 1.0 / p["rate_hz"]
         self.diagnostics_period = 1.0 / p["diagnostics_rate_hz"]
@@ -99,7 +101,7 @@ class LeaderNode(Node):
             if result.positions is not None:
                 self.state_pub.publish(joint_state(stamp, result, result.positions, self.joint_names))
                 if self.command_pub is not None:
-                    self.command_pub.publish(self._command(result.positions))
+                    self.command_pub.publish(self._command(stamp, result.positions))
             for event in leader.drain_events():
                 self.get_logger().warning(event)
             if started >= next_diag:
@@ -114,8 +116,9 @@ class LeaderNode(Node):
             elif delay > 0:
                 self._stop.wait(delay)
 
-    def _command(self, positions: dict[str, float]) -> JointTrajectory:
+    def _command(self, stamp, positions: dict[str, float]) -> JointTrajectory:
         msg = JointTrajectory()
+        msg.header.stamp = stamp  # when read: the follower ignores commands from before its torque-on
         msg.joint_names = list(self.joint_names)
         point = JointTrajectoryPoint(positions=[float(positions[n]) for n in self.joint_names])
         point.time_from_start.sec = int(self.command_delay)

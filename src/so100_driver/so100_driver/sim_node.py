@@ -1,11 +1,12 @@
 """Simulated SO-101 node: the real arm node's and camera nodes' interfaces on a MuJoCo simulation.
 
 Thin wiring around :mod:`so100_driver.sim`. Named ``arm`` like the real arm node, it publishes
-``/joint_states`` (rad, rad/s, N·m), ``~/commanded`` (goals after clamping and ``max_step``),
-``/diagnostics`` and ``/cameras/<name>/image_raw`` (rgb8, sensor-data QoS, stamped with the simulated
-instant the frame shows); subscribes ``/joint_commands`` (trajectory_msgs/JointTrajectory); serves
-``~/torque`` (std_srvs/SetBool). With ``publish_clock`` it also publishes ``/clock`` (simulated time) for
-nodes running with ``use_sim_time``.
+``/joint_states`` (rad, rad/s, N·m), ``~/commanded`` (goals after clamping, ``max_velocity`` and
+``max_step``), ``~/status`` (smolvla_msgs/ArmStatus, latched, with the safety epoch), ``/diagnostics`` and
+``/cameras/<name>/image_raw`` (rgb8, sensor-data QoS, stamped with the simulated instant the frame shows);
+subscribes ``/joint_commands`` (trajectory_msgs/JointTrajectory, stamped; commands stamped before the
+latest torque-on are ignored); serves ``~/torque`` (std_srvs/SetBool). With ``publish_clock`` it also
+publishes ``/clock`` (simulated time) for nodes running with ``use_sim_time``.
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ from sensor_msgs.msg import Image, JointState
 from std_srvs.srv import SetBool, Trigger
 from trajectory_msgs.msg import JointTrajectory
 
+from smolvla_msgs.msg import ArmStatus
+from so100_driver.arm_controller import ArmState as ArmMode
+from so100_driver.arm_node import STATUS_QOS, arm_status
 from so100_driver.camera import CameraConfigError
 from so100_driver.camera_node import image_qos
 from so100_driver.image_conversion import rgb_to_image_msg
@@ -41,7 +45,8 @@ DEFAULTS = {
     "control_rate_hz": 100.0,
     "joint_state_rate_hz": 100.0,
     "diagnostics_rate_hz": 2.0,
-    "max_step": 0.03,
+    "max_step": 0.1,
+    "max_velocity": 3.0,
     "enable_torque_on_start": True,
     "initial_positions": [0.0] * len(JOINT_NAMES),
     "cameras": ["top", "wrist"],
@@ -156,6 +161,7 @@ class SimArmNode(Node):
             "diagnostics_rate_hz",
             "camera_fps",
             "max_step",
+            "max_velocity",
         ):
             if not float(p[name]) > 0.0:
                 raise ParameterError(f"parameter '{name}' must be > 0, got {p[name]}")
@@ -181,14 +187,18 @@ class SimArmNode(Node):
             initial_positions=self._to_model_order(initial),
             control_period=1.0 / p["control_rate_hz"],
             max_step=float(p["max_step"]),
+            max_velocity=float(p["max_velocity"]),
         )
         self.commands = JointCommands(JOINT_NAMES, self.arm.goal)
+        self.epoch = 0
+        self.enabled_since: float | None = None
         self.publish_clock = bool(p["publish_clock"])
         self._clock_origin = math.floor(time.time())  # /clock starts at the wall time of startup
 
         self.state_pub = self.create_publisher(JointState, "/joint_states", 10)
         self.commanded_pub = self.create_publisher(JointState, "~/commanded", 10)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.status_pub = self.create_publisher(ArmStatus, "~/status", STATUS_QOS)
         self.clock_pub = self.create_publisher(Clock, "/clock", 10) if self.publish_clock else None
         self.image_pubs = {
             c.name: self.create_publisher(Image, f"cameras/{c.name}/image_raw", qos) for c in scene.cameras
@@ -210,8 +220,11 @@ class SimArmNode(Node):
             state_rate=float(p["joint_state_rate_hz"]),
             realtime_factor=float(p["realtime_factor"]),
         )
-        if not p["enable_torque_on_start"]:
+        if p["enable_torque_on_start"]:
+            self._torque_on()
+        else:
             self.arm.set_torque(False)
+        self._publish_status()
         self._diag_period = 1.0 / float(p["diagnostics_rate_hz"])
         self._next_diag_time = 0.0
         self.runtime.start()
@@ -250,18 +263,33 @@ class SimArmNode(Node):
         return Time(nanoseconds=round(self._stamp_seconds(sim_time) * 1e9)).to_msg()
 
     # ------------------------------------------------------------------------------ callbacks
+    def _command_now(self) -> float:
+        """Now, on the time base of command stamps (the /clock we publish, or the node clock)."""
+        return self._stamp_seconds(self.arm.time) if self.publish_clock else self._node_seconds()
+
     def _on_command(self, msg: JointTrajectory) -> None:
         stamp = Time.from_msg(msg.header.stamp).nanoseconds * 1e-9
         points = [
             (p.time_from_start.sec + p.time_from_start.nanosec * 1e-9, list(p.positions)) for p in msg.points
         ]
-        now = self._stamp_seconds(self.arm.time) if self.publish_clock else self._node_seconds()
         try:
+            if stamp == 0:
+                self.commands.reject(
+                    "header.stamp is not set: stamp every command with the time it was issued "
+                    '(ros2 topic pub: "{header: {stamp: now}, joint_names: [...], points: [...]}")'
+                )
             self.commands.command(
-                now, list(msg.joint_names), points, start_time=stamp or None, enabled=self.arm.torque_enabled
+                self._command_now(), list(msg.joint_names), points, stamp, enabled=self.arm.torque_enabled
             )
         except CommandError as error:
-            self.get_logger().error(f"/joint_commands rejected: {error}")
+            self.get_logger().error(f"/joint_commands rejected: {error}", throttle_duration_sec=1.0)
+
+    def _torque_on(self) -> None:
+        """Torque on holding the present position: a new safety epoch, older commands are refused."""
+        self.arm.set_torque(True)
+        self.epoch += 1
+        self.enabled_since = self._command_now()
+        self.commands.hold(self.arm.state().position, self.enabled_since)
 
     def _on_torque(self, request: SetBool.Request, response: SetBool.Response) -> SetBool.Response:
         enable = bool(request.data)
@@ -269,11 +297,27 @@ class SimArmNode(Node):
         if enable == self.arm.torque_enabled:
             response.message = f"torque already {'enabled' if enable else 'disabled'}"
             return response
-        self.commands.hold(self.arm.state().position)  # drop the plan; torque on holds the present position
-        self.arm.set_torque(enable)
+        if enable:
+            self._torque_on()
+        else:
+            self.commands.hold(self.arm.state().position)  # drop the plan
+            self.arm.set_torque(False)
         response.message = f"torque {'enabled' if enable else 'disabled'} (simulation)"
         self.get_logger().info(response.message)
+        self._publish_status()
         return response
+
+    def _publish_status(self) -> None:
+        enabled = self.arm.torque_enabled
+        self.status_pub.publish(
+            arm_status(
+                self.get_clock().now().to_msg(),
+                ArmMode.ENABLED if enabled else ArmMode.IDLE,
+                self.epoch,
+                self.enabled_since,
+                "torque on (simulation)" if enabled else "torque off (simulation)",
+            )
+        )
 
     def _next_cube_position(self) -> np.ndarray:
         return self._cube_nominal + self._rng.uniform(-self._cube_noise, self._cube_noise, 2)
@@ -303,6 +347,7 @@ class SimArmNode(Node):
         if state.time >= self._next_diag_time:
             self._next_diag_time = state.time + self._diag_period * self.runtime.realtime_factor
             self.diag_pub.publish(self._diagnostics(stamp, state))
+            self._publish_status()
 
     def _publish_frame(self, name: str, sim_time: float, image: np.ndarray) -> None:
         self.image_pubs[name].publish(rgb_to_image_msg(image, self._stamp(sim_time), self.frame_ids[name]))

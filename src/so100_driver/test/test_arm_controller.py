@@ -1,7 +1,7 @@
 """ROS-free follower/leader logic against the emulator (real scservo_sdk over a real pty).
 
-Every test checks the safety invariants on the goals actually written: inside the calibrated range and
-never more than ``max_step`` from the previous goal.
+Every test audits the goals that really reached the emulated servos: inside the calibrated range and never
+more than ``max_step`` from where the shaft was (the ``goal_audit`` fixture of conftest.py).
 """
 
 import math
@@ -22,7 +22,8 @@ from so100_driver.emulator.bus_emulator import BusEmulator
 from so100_driver.emulator.presets import preset_motors
 from so100_driver.protocol import ErrorBit
 
-MAX_STEP = 0.02
+MAX_STEP = 0.05  # rad from the measured position
+MAX_VELOCITY = 2.0  # rad/s: 0.02 rad per 10 ms cycle
 STEP_RAD = 2 * math.pi / 4095
 
 
@@ -36,6 +37,7 @@ def preset_joints(preset="so101_follower"):
 def fast_safety(**overrides):
     values = dict(
         max_step=MAX_STEP,
+        max_velocity=MAX_VELOCITY,
         overload_backoff_s=0.05,
         hard_fault_s=0.4,
         recover_s=0.2,
@@ -48,39 +50,42 @@ def fast_safety(**overrides):
 
 
 class Harness:
-    """Runs control cycles at ~100 Hz and checks every written goal against the safety invariants."""
+    """Runs control cycles at ~100 Hz and audits every goal the servos received (range, ``max_step``)."""
 
-    def __init__(self, emu, controller):
+    def __init__(self, emu, controller, audit):
         self.emu = emu
         self.c = controller
+        self.audit = audit
         self.t0 = time.monotonic()
-        self.previous_goals = None
         self.results = []
 
     def now(self):
         return time.monotonic() - self.t0
 
-    def run(self, seconds, until=None):
+    def run(self, seconds, until=None, hold_only=False):
         end = time.monotonic() + seconds
         while time.monotonic() < end:
             result = self.c.step(self.now())
             self.results.append(result)
-            self.check(result)
+            self.audit.check(hold_only)
+            if result.goals is not None:
+                for name, goal in result.goals.items():
+                    joint = self.c.joints[name]
+                    assert joint.lower - 1e-9 <= goal <= joint.upper + 1e-9, (name, goal)
             if until is not None and until(result):
                 return result
             time.sleep(0.008)
         return None
 
-    def check(self, result):
-        if result.goals is None:
-            self.previous_goals = None if result.state != ArmState.ENABLED else self.previous_goals
-            return
-        for name, goal in result.goals.items():
-            joint = self.c.joints[name]
-            assert joint.lower - 1e-9 <= goal <= joint.upper + 1e-9, (name, goal)
-            if self.previous_goals is not None:
-                assert abs(goal - self.previous_goals[name]) <= MAX_STEP + 1e-9, (name, goal)
-        self.previous_goals = dict(result.goals)
+    def enable(self):
+        ok, message = self.c.enable_torque(self.now())
+        assert ok, message
+        self.audit.check(hold_only=True)  # torque-on holds where each joint is
+        return self
+
+    def truth(self):
+        """Raw Present_Position of every joint, read from the emulator."""
+        return {n: self.emu.servo(j.servo_id).present_position for n, j in self.c.joints.items()}
 
 
 @pytest.fixture
@@ -94,18 +99,30 @@ def connect(link, attempts=3):
     return any(link.connect() for _ in range(attempts))
 
 
-def make_controller(emu, **safety):
-    bus = FeetechBus(emu.port, timeout_ms=100.0, retries=2, retry_budget_ms=200.0)
+def make_controller(emu, timeout_ms=100.0, budget_ms=200.0, **safety):
+    bus = FeetechBus(emu.port, timeout_ms=timeout_ms, retries=2, retry_budget_ms=budget_ms)
     return ArmController(bus, preset_joints(), fast_safety(**safety))
 
 
 @pytest.fixture
-def arm(emu):
-    controller = make_controller(emu)
-    assert connect(controller), controller.connect_error
-    harness = Harness(emu, controller)
-    yield harness
-    controller.shutdown()
+def make_arm(emu, goal_audit):
+    """``make_arm(**controller options)`` -> a connected :class:`Harness`; shut down after the test."""
+    made = []
+
+    def make(**options):
+        controller = make_controller(emu, **options)
+        assert connect(controller), controller.connect_error
+        made.append(controller)
+        return Harness(emu, controller, goal_audit(emu, preset_joints(), controller.safety.max_step))
+
+    yield make
+    for controller in made:
+        controller.shutdown()
+
+
+@pytest.fixture
+def arm(make_arm):
+    return make_arm()
 
 
 def report(controller, suffix):
@@ -114,10 +131,7 @@ def report(controller, suffix):
 
 
 def enabled(arm):
-    ok, message = arm.c.enable_torque()
-    assert ok, message
-    arm.previous_goals = dict(arm.c.goals)
-    return arm
+    return arm.enable()
 
 
 def test_positions_match_ground_truth_within_one_step(arm):
@@ -150,7 +164,7 @@ def test_calibration_mismatch_refuses_torque(emu):
     controller = make_controller(emu)
     assert connect(controller)
     assert any("elbow_flex" in p and "Homing_Offset" in p for p in controller.calibration_problems)
-    ok, message = controller.enable_torque()
+    ok, message = controller.enable_torque(0.0)
     assert not ok
     assert "elbow_flex" in message and "so100-calibrate" in message
     assert not any(emu.servo(i).torque_enabled for i in range(1, 7))
@@ -189,7 +203,7 @@ def test_jump_is_limited_to_max_step_and_range(arm):
     arm.c.command(arm.now(), ["wrist_flex"], [(0.0, [10.0])])  # far outside the range: clamped
     arm.run(0.03)
     moved = arm.c.goals["wrist_flex"] - before
-    assert 0 < moved <= MAX_STEP * len(arm.results) + 1e-9
+    assert 0 < moved <= arm.c.step_per_cycle * len(arm.results) + 1e-9
     arm.run(2.5, until=lambda r: r.goals and r.goals["wrist_flex"] >= arm.c.joints["wrist_flex"].upper)
     assert arm.c.goals["wrist_flex"] == pytest.approx(arm.c.joints["wrist_flex"].upper)
     assert arm.emu.wait_idle()
@@ -268,8 +282,9 @@ def test_hard_temperature_disables_torque(arm):
     assert report(arm.c, "bus").level == 2 and "wrist_roll: temperature" in report(arm.c, "bus").message
 
 
-def test_blocked_joint_backs_off_and_holds(arm):
-    enabled(arm)
+def test_blocked_joint_backs_off_and_holds(make_arm):
+    # a large max_step lets the joint push hard enough into the obstacle to overload it
+    arm = enabled(make_arm(max_step=0.6))
     lift = arm.c.joints["shoulder_lift"]
     here = arm.emu.servo(2).present_position
     arm.emu.block(2, here + 60)
@@ -286,9 +301,10 @@ def test_blocked_joint_backs_off_and_holds(arm):
     assert abs(arm.emu.servo(2).load) < 400
 
 
-def test_gripper_squeezing_an_object_stops_pushing(arm):
-    """Torque_Limit caps the gripper's load at 50 %, so the stall guard (current + position error) acts."""
-    enabled(arm)
+def test_gripper_squeezing_an_object_stops_pushing(make_arm):
+    """Torque_Limit caps the gripper's load at 50 %, so the stall guard (current + position error) acts
+    (with a max_step large enough to let the gripper lag its goal by more than the stall error)."""
+    arm = enabled(make_arm(max_step=0.3))
     gripper = arm.c.joints["gripper"]
     here = arm.emu.servo(6).present_position
     arm.emu.block(6, here + 100)  # the object between the jaws
@@ -356,27 +372,182 @@ def test_silent_servo_with_torque_on_is_unrecoverable(arm):
     arm.emu.faults.unsilence(4)
     arm.run(0.05)
     assert arm.c.state == ArmState.FAULT  # latched until someone asks for torque again
-    ok, message = arm.c.enable_torque()
-    assert ok, message
+    arm.enable()
 
 
-def test_usb_drop_reconnects_and_resumes_holding(arm):
+def test_usb_drop_mid_trajectory_reconnects_holding_where_the_arm_is(arm):
+    """Item 4: the servos lose power with the adapter; joints sag; the arm must not drive back."""
     enabled(arm)
-    target = arm.c.goals["gripper"] + 0.15
-    arm.c.command(arm.now(), ["gripper"], [(0.0, [target])])
+    lift, gripper = arm.c.joints["shoulder_lift"], arm.c.joints["gripper"]
+    start = dict(arm.c.goals)
+    arm.c.command(
+        arm.now(),
+        ["shoulder_lift", "gripper"],
+        [
+            (0.3, [start["shoulder_lift"] + 0.2, start["gripper"] + 0.15]),
+            (1.0, [start["shoulder_lift"] + 0.6, 0.6]),
+        ],
+    )
     arm.run(0.2)
     arm.emu.disconnect()
+    arm.emu.power_cycle()  # the adapter and the servos lost power together: torque off, joints limp
+    sagged = {2: 1500, 6: 2600}  # where gravity and the operator left them, inside their ranges
+    for servo_id, raw in sagged.items():
+        arm.emu.servo(servo_id).set_physical_position(raw)
     arm.run(0.2)
     assert arm.c.state == ArmState.DISCONNECTED
     assert arm.results[-1].positions is None and arm.results[-1].goals is None
     assert report(arm.c, "bus").level == 2 and "disconnected" in report(arm.c, "bus").message
     arm.emu.reconnect()
     arm.run(5.0, until=lambda r: r.state == ArmState.ENABLED)
-    assert arm.c.state == ArmState.ENABLED
-    arm.run(5.0, until=lambda r: r.goals and r.goals["gripper"] == pytest.approx(target))
-    assert arm.c.goals["gripper"] == pytest.approx(target)
-    assert arm.emu.servo(6).torque_enabled
+    assert arm.c.state == ArmState.ENABLED and arm.c.plan is None
+    assert arm.c.epoch == 2 and arm.emu.servo(6).torque_enabled
+    arm.audit.check(hold_only=True)  # the torque-on after the reconnect held where the joints were
+    arm.run(1.0, hold_only=True)  # the rest of the old trajectory is gone: nothing moves
+    assert abs(arm.emu.servo(2).present_position - sagged[2]) <= 2
+    assert abs(arm.emu.servo(6).present_position - sagged[6]) <= 2
+    assert arm.c.goals["shoulder_lift"] == pytest.approx(lift.to_rad(sagged[2]), abs=2 * STEP_RAD)
+    assert arm.c.goals["gripper"] == pytest.approx(gripper.to_rad(sagged[6]), abs=2 * STEP_RAD)
     assert arm.c.bus.stats.reconnects >= 1
+    # the arm moves again only on a command issued after the reconnect
+    with pytest.raises(CommandError, match="before torque was last enabled"):
+        arm.c.command(arm.now(), ["gripper"], [(0.0, [0.3])], start_time=arm.c.enabled_since - 0.05)
+    arm.c.command(arm.now(), ["gripper"], [(0.0, [arm.c.goals["gripper"] + 0.1])], start_time=arm.now())
+    arm.run(1.0)
+    assert arm.emu.servo(6).present_position > sagged[6] + 40
+
+
+def test_commands_only_move_the_joints_as_far_as_max_step_from_where_they_are(arm):
+    enabled(arm)
+    here = arm.emu.servo(3).present_position
+    arm.emu.block(3, here + 10)  # the joint stops 10 steps on
+    elbow = arm.c.joints["elbow_flex"]
+    arm.c.command(arm.now(), ["elbow_flex"], [(0.1, [elbow.to_rad(here + 900)])])
+    arm.run(1.0)
+    lag = arm.c.goals["elbow_flex"] - elbow.to_rad(arm.emu.servo(3).present_position)
+    assert 0 < lag <= MAX_STEP + 2 * STEP_RAD  # it leans on the obstacle, it does not push on
+    assert abs(arm.emu.servo(3).load) < 250
+
+
+@pytest.mark.parametrize("stall_ms", [35, 60, 100])
+def test_torque_on_during_an_adapter_stall_holds_where_the_arm_is(make_arm, stall_ms):
+    """Item 1: the adapter stalls on the calibration check's Max_Position_Limit read (real bus timing).
+    Torque-on either holds the measured pose or is refused; no joint is driven to its limit."""
+    arm = make_arm(timeout_ms=30.0, budget_ms=40.0)
+    before = arm.truth()
+    arm.emu.faults.stall_replies(stall_ms / 1000, address=11)
+    ok, message = arm.c.enable_torque(arm.now())
+    arm.audit.check(hold_only=True)
+    if ok:
+        arm.run(0.3, hold_only=True)
+        assert arm.c.state == ArmState.ENABLED
+    else:
+        assert "calibration" in message and not any(arm.emu.servo(i).torque_enabled for i in range(1, 7))
+    after = arm.truth()
+    assert all(abs(after[n] - before[n]) <= 2 for n in before), (before, after)
+
+
+def test_torque_on_just_outside_the_range_holds_within_max_step(arm):
+    """Item 2: a joint a little (< max_step) beyond its calibrated range is held at the range's edge."""
+    wrist = arm.c.joints["wrist_flex"]
+    arm.emu.servo(4).set_physical_position(wrist.range_max + 12)  # 0.018 rad < max_step
+    ok, message = arm.c.enable_torque(arm.now())
+    assert ok, message
+    writes = arm.audit.check()
+    assert {w.goal for w in writes if w.servo_id == 4} == {wrist.range_max}
+    arm.run(0.3)
+    assert abs(arm.emu.servo(4).present_position - wrist.range_max) <= 2
+
+
+def test_torque_on_far_outside_the_range_is_refused(arm):
+    """Item 2: more than max_step outside: no goal is written, torque stays off, the message says why."""
+    wrist = arm.c.joints["wrist_flex"]
+    arm.emu.servo(4).set_physical_position(wrist.range_max + 150)
+    ok, message = arm.c.enable_torque(arm.now())
+    assert not ok
+    assert "wrist_flex" in message and f"{wrist.range_min}..{wrist.range_max}" in message
+    assert "move it back into its range by hand" in message
+    assert arm.audit.check() == []
+    assert not any(arm.emu.servo(i).torque_enabled for i in range(1, 7))
+    assert arm.c.state == ArmState.IDLE
+
+
+def test_torque_on_refuses_positions_that_change_between_two_reads(arm, monkeypatch):
+    reads = iter([{"shift": 0}, {"shift": 200}])
+    original = arm.c._read_positions
+
+    def moving_read():
+        fresh = original()
+        shift = next(reads, {"shift": 0})["shift"]
+        return {n: v + shift / 651.9 if n == "elbow_flex" else v for n, v in fresh.items()}
+
+    monkeypatch.setattr(arm.c, "_read_positions", moving_read)
+    ok, message = arm.c.enable_torque(arm.now())
+    assert not ok and "elbow_flex" in message and "hold the arm still" in message
+
+
+def test_re_enabling_after_a_fault_holds_the_sagged_pose(arm):
+    """Item 3: torque returns after a fault; the arm stays where it sagged to; only new commands move it."""
+    enabled(arm)
+    elbow = arm.c.joints["elbow_flex"]
+    start = arm.c.goals["elbow_flex"]
+    issued = arm.now()
+    arm.c.command(issued, ["elbow_flex"], [(2.0, [start - 1.0])], start_time=issued)
+    arm.run(0.3)
+    arm.emu.servo(5).set_temperature(66)
+    arm.run(5.0, until=lambda r: r.state == ArmState.FAULT)
+    assert arm.c.state == ArmState.FAULT
+    arm.emu.servo(3).set_physical_position(elbow.range_min + 300)  # limp: it sags
+    arm.emu.servo(5).set_temperature(40)
+    sagged = arm.truth()
+    arm.enable()
+    arm.run(0.5, hold_only=True)
+    assert arm.truth() == pytest.approx(sagged, abs=2)
+    with pytest.raises(CommandError, match="before torque was last enabled"):
+        arm.c.command(arm.now(), ["elbow_flex"], [(2.0, [start - 1.0])], start_time=issued)
+    assert arm.c.plan is None
+
+
+def test_a_servo_that_drops_its_own_torque_is_a_fault(arm):
+    """Item 8: Torque_Enable is read back; a servo that let go is not reported ENABLED."""
+    enabled(arm)
+    arm.run(0.1)
+    arm.emu.servo(3).release_torque()
+    arm.run(2.0, until=lambda r: r.state == ArmState.FAULT)
+    assert arm.c.state == ArmState.FAULT
+    assert "servo 3 (elbow_flex) dropped its torque by itself" in arm.c.fault_message
+    assert not any(arm.emu.servo(i).torque_enabled for i in range(1, 7))
+
+
+def test_negative_gripper_current_is_not_a_stall(make_arm):
+    """Item 8: closing the gripper draws a negative current; read unsigned it was a false stall."""
+    arm = enabled(make_arm(max_step=0.3, gripper_stall_error_rad=0.01))
+    gripper = arm.c.goals["gripper"]
+    arm.c.command(arm.now(), ["gripper"], [(0.4, [gripper + 1.2]), (0.8, [gripper + 0.2])])
+    currents = []
+    for _ in range(100):
+        arm.run(0.01)
+        tel = arm.c.health["gripper"].telemetry
+        currents.append(tel.current if tel else 0)
+    assert min(currents) < 0  # it did draw a negative current
+    assert not arm.c.health["gripper"].backed_off and arm.c.state == ArmState.ENABLED
+
+
+def test_effort_is_unknown_until_every_load_was_read(arm):
+    """Item 8: no effort (rather than 0.0) until the telemetry of every joint has been read."""
+    first = arm.c.step(arm.now())
+    assert first.positions is not None and first.efforts is None
+    arm.run(0.2)
+    assert arm.results[-1].efforts is not None
+
+
+def test_a_lost_goal_write_is_taken_from_the_read_back(arm):
+    enabled(arm)
+    pan = arm.c.joints["shoulder_pan"]
+    arm.emu.servo(1).set("Goal_Position", arm.emu.servo(1).present_position + 8)  # what a lost write leaves
+    arm.run(0.2)
+    assert arm.c.goal_readback_mismatches >= 1
+    assert pan.to_raw(arm.c.goals["shoulder_pan"]) == arm.emu.servo(1).get("Goal_Position")
 
 
 def test_shutdown_disables_torque(arm):

@@ -1,10 +1,14 @@
 """Arm node over real DDS (rclpy) driving the emulator with the real scservo_sdk over a real pty.
 
-Each scenario checks what a user sees: /joint_states, /arm/commanded, /diagnostics and the torque service,
-with the node alive throughout and every commanded goal inside the calibrated range and within max_step.
+Each scenario checks what a user sees: /joint_states, /arm/commanded, /arm/status, /diagnostics and the
+torque service, with the node alive throughout, and every goal the servos received inside the calibrated
+range and within max_step of where the joint was (the ``goal_audit`` fixture of conftest.py).
 """
 
 import math
+import os
+import subprocess
+import sys
 import threading
 import time
 
@@ -14,19 +18,21 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
+from rclpy.time import Time
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import JointState
 from std_srvs.srv import SetBool
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
+from smolvla_msgs.msg import ArmStatus
 from so100_driver.arm_controller import ArmState
-from so100_driver.arm_node import ArmNode, ParameterError
+from so100_driver.arm_node import STATUS_QOS, ArmNode, ParameterError
 from so100_driver.calibration import ArmCalibration, MotorCalibration, save_calibration
 from so100_driver.emulator.bus_emulator import BusEmulator
 from so100_driver.emulator.presets import preset_motors
 from so100_driver.protocol import ErrorBit
 
-MAX_STEP = 0.02
+MAX_STEP = 0.05
 STEP_RAD = 2 * math.pi / 4095
 
 
@@ -61,8 +67,11 @@ class Probe:
     def __init__(self, context):
         self.node = Node("probe", context=context)
         self.lock = threading.RLock()
-        self.states, self.commanded, self.diagnostics = [], [], []
+        self.states, self.commanded, self.diagnostics, self.arm_status = [], [], [], []
         self.node.create_subscription(JointState, "/joint_states", lambda m: self._add(self.states, m), 50)
+        self.node.create_subscription(
+            ArmStatus, "/arm/status", lambda m: self._add(self.arm_status, m), STATUS_QOS
+        )
         self.node.create_subscription(
             JointState, "/arm/commanded", lambda m: self._add(self.commanded, m), 200
         )
@@ -94,8 +103,14 @@ class Probe:
             time.sleep(0.01)
         return future.result()
 
-    def send(self, names, points):
+    def now(self):
+        return self.node.get_clock().now()
+
+    def send(self, names, points, stamp=None):
+        """Publish a trajectory stamped ``stamp`` (a rclpy Time; default now, 0 for unstamped)."""
         msg = JointTrajectory()
+        if stamp != 0:
+            msg.header.stamp = (stamp or self.now()).to_msg()
         msg.joint_names = list(names)
         for t, positions in points:
             point = JointTrajectoryPoint(positions=[float(p) for p in positions])
@@ -110,7 +125,7 @@ class Probe:
 
 
 @pytest.fixture
-def running(context, emu, tmp_path):
+def running(context, emu, tmp_path, goal_audit):
     """Start arm node + probe on one executor thread; yields (node, probe); stops everything cleanly."""
     nodes = []
     executor = SingleThreadedExecutor(context=context)
@@ -144,6 +159,7 @@ def running(context, emu, tmp_path):
         thread.start()
         return node, probe
 
+    audit = goal_audit(emu, [], MAX_STEP)
     yield start
     for node in nodes:
         executor.remove_node(node)
@@ -151,19 +167,17 @@ def running(context, emu, tmp_path):
     executor.shutdown()
     if thread is not None:
         thread.join(timeout=5)
+    if nodes:  # every goal the servos got during the test: inside the range, within max_step
+        audit.by_id = {j.servo_id: j for j in nodes[0].controller.joints.values()}
+        audit.check()
 
 
 def check_commanded(node, commanded):
-    """Safety invariants on every published goal."""
+    """Every published goal is inside the calibrated range."""
     joints = node.controller.joints
-    previous = None
     for msg in commanded:
-        goals = dict(zip(msg.name, msg.position, strict=True))
-        for name, goal in goals.items():
+        for name, goal in zip(msg.name, msg.position, strict=True):
             assert joints[name].lower - 1e-9 <= goal <= joints[name].upper + 1e-9
-            if previous is not None:
-                assert abs(goal - previous[name]) <= MAX_STEP + 1e-9
-        previous = goals
 
 
 def test_publishes_positions_matching_the_emulator(running, emu):
@@ -174,7 +188,9 @@ def test_publishes_positions_matching_the_emulator(running, emu):
     for name, position in zip(msg.name, msg.position, strict=True):
         joint = node.controller.joints[name]
         assert abs(position - joint.to_rad(emu.servo(joint.servo_id).angle_raw)) <= STEP_RAD
-    assert len(msg.velocity) == 6 and len(msg.effort) == 6
+    assert len(msg.velocity) == 6
+    assert len(probe.states[0].effort) == 0  # unknown until every load was read: not zeros
+    assert probe.wait(lambda: len(probe.states[-1].effort) == 6)
 
     def gripper_values():
         statuses = probe.statuses("arm: gripper")
@@ -199,10 +215,11 @@ def test_torque_trajectory_and_rejected_commands(running, emu):
     probe.send(["shoulder_pan"], [(0.2, [pan + 0.15]), (0.4, [pan + 0.3])])
     assert probe.wait(lambda: probe.commanded and abs(probe.commanded[-1].position[0] - (pan + 0.3)) < 1e-6)
     probe.send(["shoulder_pan", "wrist_flex"], [(0.1, [math.nan, 0.0])])
+    probe.send(["shoulder_pan"], [(0.1, [pan])], stamp=0)
     probe.send(["shoulder_pan", "elbow"], [(0.1, [0.0, 0.0])])
     assert probe.wait(lambda: any("elbow" in s.message for s in probe.statuses("arm: bus")))
     time.sleep(0.2)
-    assert node.controller.rejected_commands == 2
+    assert node.controller.rejected_commands == 3
     assert abs(probe.commanded[-1].position[0] - (pan + 0.3)) < 1e-6  # rejected commands moved nothing
     check_commanded(node, probe.commanded)
     servo = emu.servo(1)
@@ -223,8 +240,11 @@ def test_overload_then_usb_drop_node_stays_alive(running, emu):
     assert probe.set_torque(True).success
     emu.disconnect()
     assert probe.wait(lambda: any("disconnected" in s.message for s in probe.statuses("arm: bus")))
+    assert probe.wait(lambda: probe.arm_status[-1].state == ArmStatus.STATE_DISCONNECTED)
     emu.reconnect()
     assert probe.wait(lambda: node.state == ArmState.ENABLED, timeout=3)
+    assert probe.wait(lambda: probe.arm_status[-1].state == ArmStatus.STATE_ENABLED)
+    assert probe.arm_status[-1].epoch == 3  # torque-on, re-enable after the fault, reconnect
     count = len(probe.states)
     assert probe.wait(lambda: len(probe.states) > count + 5)
     assert emu.servo(1).torque_enabled
@@ -275,3 +295,74 @@ def test_bad_parameters_are_named(context, emu, tmp_path):
                 Parameter("motor_ids", value=[1, 2, 3, 4, 5, 7]),
             ],
         )
+
+
+def test_refused_torque_after_a_successful_one_keeps_the_node_alive(running, emu):
+    """Item 7: success and refusal are logged from the same callback with different severities."""
+    _, probe = running()
+    assert probe.wait(lambda: probe.states)
+    assert probe.set_torque(True).success
+    assert probe.set_torque(False).success
+    emu.servo(3).set("Homing_Offset", -900)  # now the EEPROM no longer matches: torque is refused
+    refused = probe.set_torque(True)
+    assert refused is not None and not refused.success and "elbow_flex" in refused.message
+    assert probe.set_torque(False) is not None  # the service (and the node) still answer
+    count = len(probe.states)
+    assert probe.wait(lambda: len(probe.states) > count + 10)
+
+
+def test_commands_stamped_before_the_latest_torque_on_are_ignored(running, emu):
+    """Commands issued before an interruption never move the arm after it; newer ones do."""
+    node, probe = running()
+    assert probe.wait(lambda: probe.states)
+    assert probe.set_torque(True).success
+    before = probe.now()
+    time.sleep(0.05)
+    assert probe.set_torque(False).success
+    assert probe.set_torque(True).success
+    assert probe.wait(lambda: probe.arm_status and probe.arm_status[-1].epoch == 2)
+    since = Time.from_msg(probe.arm_status[-1].enabled_since)
+    assert since > before
+    start = dict(zip(probe.states[-1].name, probe.states[-1].position, strict=True))["gripper"]
+    probe.send(["gripper"], [(0.0, [start + 0.3])], stamp=before)  # issued before the torque-on
+    assert probe.wait(lambda: "before torque was last enabled" in node.controller.last_rejection)
+    time.sleep(0.2)
+    assert abs(emu.servo(6).present_position - node.controller.joints["gripper"].to_raw(start)) <= 2
+    probe.send(["gripper"], [(0.0, [start + 0.3])])
+    assert probe.wait(
+        lambda: (
+            abs(emu.servo(6).present_position - node.controller.joints["gripper"].to_raw(start + 0.3)) <= 2
+        )
+    )
+
+
+def test_a_second_arm_node_on_the_same_port_is_refused_and_the_first_never_notices(running, emu, tmp_path):
+    """Item 5: a second arm node, then so100-calibrate, on the port the first node drives."""
+    node, probe = running()
+    assert probe.wait(lambda: len(probe.states) > 5)
+    assert probe.set_torque(True).success
+    stats_before = node.bus.stats.snapshot()
+    env = dict(os.environ, ROS_DOMAIN_ID=os.environ.get("ROS_DOMAIN_ID", "0"))
+    second = subprocess.run(
+        [
+            sys.executable, "-m", "so100_driver.arm_node", "--ros-args",
+            "-p", f"port:={emu.port}", "-p", f"calibration_file:={tmp_path / 'follower.json'}",
+            "-r", "__node:=arm2",
+        ],
+        capture_output=True, text=True, timeout=60, env=env,
+    )  # fmt: skip
+    assert second.returncode == 2, second.stderr
+    assert "parameter 'port'" in second.stderr and "in use by another program" in second.stderr
+    calibrate = subprocess.run(
+        [sys.executable, "-m", "so100_driver.calibrate", "--port", emu.port,
+         "--file", str(tmp_path / "c.json")],
+        capture_output=True, text=True, timeout=60, input="\n",
+    )  # fmt: skip
+    assert calibrate.returncode != 0 and "in use by another program" in calibrate.stderr + calibrate.stdout
+    count = len(probe.states)
+    assert probe.wait(lambda: len(probe.states) > count + 20)
+    after = node.bus.stats.snapshot()
+    for key in ("failed_transactions", "timeouts", "corrupt", "strays", "flushes", "late", "disconnects"):
+        assert after[key] == stats_before[key], key
+    assert node.state == ArmState.ENABLED
+    assert not any("bus lost" in s.message for s in probe.statuses("arm: bus"))

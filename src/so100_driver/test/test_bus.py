@@ -1,10 +1,12 @@
 """Bus layer against the emulator: the real scservo_sdk over a real pty, with injected faults."""
 
+import subprocess
+import sys
 import time
 
 import pytest
 
-from so100_driver.bus import BusDisconnectedError, BusError, FeetechBus
+from so100_driver.bus import BusDisconnectedError, BusError, BusPortBusyError, FeetechBus
 from so100_driver.emulator.bus_emulator import BusEmulator
 from so100_driver.protocol import ErrorBit
 
@@ -103,6 +105,100 @@ def test_late_reply_does_not_poison_the_next_read(emu, bus):
     read = bus.read_register([1], "Present_Position", retries=0)
     assert read.values == {1: emu.servo(1).present_position}
     assert bus.stats.flushes >= 1
+
+
+@pytest.mark.parametrize("stall_ms", [35, 60, 100])
+def test_replies_held_by_a_stalled_adapter_never_answer_a_later_request(emu, stall_ms):
+    """Item 1 of the arm-safety issue: a USB adapter holds the replies to a Max_Position_Limit read for
+    35-100 ms, then releases the backlog in 62-byte packets. The next read (Present_Position, the same
+    length) must get positions, never the late limit replies."""
+    with FeetechBus(emu.port, timeout_ms=30.0, retries=2, retry_budget_ms=40.0) as bus:  # real settings
+        for i in IDS:
+            emu.servo(i).set("Max_Position_Limit", 4000 - i)  # distinct from every position
+        emu.faults.stall_replies(stall_ms / 1000, address=11)
+        limits = bus.read_register(IDS, "Max_Position_Limit")
+        assert all(v == 4000 - i for i, v in limits.values.items())  # late or not, never wrong
+        for _ in range(20):
+            read = bus.read_register(IDS, "Present_Position")
+            assert read.values == {i: v for i, v in truth(emu).items() if i in read.values}
+            time.sleep(0.005)
+        assert read.missing == ()
+        assert bus.stats.late + bus.stats.flushes > 0 or limits.missing  # the late replies were seen
+
+
+@pytest.mark.parametrize("split", [None, 16])
+def test_no_reading_is_older_than_its_request(emu, split):
+    """A 100 ms stall while the servos move, with reads like the control cycle's (all positions, then
+    one servo's telemetry), the backlog arriving in 62-byte packets or trickling in 16-byte pieces:
+    every value handed out is the one at its request."""
+    with FeetechBus(emu.port, timeout_ms=30.0, retries=2, retry_budget_ms=40.0) as bus:
+        if split:
+            emu.faults.split_replies(split, gap_s=0.003)
+        emu.faults.stall_replies(0.1)
+        answered = 0
+        for k in range(40):
+            for i in IDS:
+                emu.servo(i).set_physical_position(1000 + 10 * k + i)
+            read = bus.read_register(IDS, "Present_Position")
+            assert read.values == {i: 1000 + 10 * k + i for i in read.values}, f"stale data in cycle {k}"
+            tel = bus.read_telemetry(IDS[k % 6], retries=0)
+            assert tel is None or tel.position == 1000 + 10 * k + IDS[k % 6], f"stale telemetry in cycle {k}"
+            answered += not read.missing
+            time.sleep(0.005)
+        assert answered >= 20 and bus.stats.late > 0
+
+
+@pytest.mark.parametrize(("packet_bytes", "gap_ms"), [(62, 3.0), (5, 2.0), (7, 45.0)])
+def test_replies_split_into_usb_packets(emu, packet_bytes, gap_ms):
+    """Replies that reach the host in pieces are reassembled; pieces too late fail, never misread."""
+    with FeetechBus(emu.port, timeout_ms=30.0, retries=2, retry_budget_ms=40.0) as bus:
+        emu.faults.split_replies(packet_bytes, gap_s=gap_ms / 1000)
+        for k in range(5):
+            for i in IDS:
+                emu.servo(i).set_physical_position(1500 + 20 * k + i)
+            read = bus.read_register(IDS, "Present_Position")
+            assert read.values == {i: 1500 + 20 * k + i for i in read.values}
+            tel = bus.read_telemetry(2, retries=1)
+            assert tel is None or tel.position == 1500 + 20 * k + 2
+        if gap_ms < 30:
+            assert read.missing == () and tel is not None
+
+
+def test_second_program_on_the_port_is_refused_and_the_first_never_notices(emu, bus):
+    """Item 5: a second instance (in this process, or another program) cannot open the port at all."""
+    bus.read_register(IDS, "Present_Position")
+    stats_before = bus.stats.snapshot()
+    with pytest.raises(BusPortBusyError, match="in use by another program"):
+        FeetechBus(emu.port).open()
+    script = (
+        "import sys\nfrom so100_driver.bus import FeetechBus, BusPortBusyError\n"
+        f"try:\n    FeetechBus({emu.port!r}).open()\nexcept BusPortBusyError as e:\n"
+        "    print(e); sys.exit(3)\n"
+    )
+    other = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert other.returncode == 3, other.stderr
+    assert (
+        "in use by another program" in other.stdout and "only one program may drive the arm" in other.stdout
+    )
+    for _ in range(5):
+        assert bus.read_register(IDS, "Present_Position").values == truth(emu)
+    after = bus.stats.snapshot()
+    for key in ("failed_transactions", "timeouts", "corrupt", "strays", "flushes", "late"):
+        assert after[key] == stats_before[key], key
+    bus.close()
+    FeetechBus(emu.port).open()  # free again once the first one let go
+
+
+def test_negative_current_is_decoded_with_its_sign(emu, bus):
+    """Item 8: Present_Current is sign-magnitude (bit 15), like the load."""
+    bus.write_register(3, "Torque_Enable", 1)
+    here = emu.servo(3).present_position
+    emu.block(3, here - 5)
+    bus.write_register(3, "Goal_Position", here - 200)
+    time.sleep(0.1)
+    tel = bus.read_telemetry(3)
+    assert tel.load < 0 and tel.current < 0 and -3000 < tel.current_ma < 0  # not 32768 + 406 units
+    assert tel.torque_enabled and tel.goal == here - 200
 
 
 def test_stuck_port_in_use_flag_is_cleared(emu, bus):

@@ -94,8 +94,10 @@ class Probe:
         with self.lock:
             return self.messages[topic][-1]
 
-    def send(self, names, points):
+    def send(self, names, points, stamped=True):
         msg = JointTrajectory(joint_names=list(names))
+        if stamped:
+            msg.header.stamp = self.node.get_clock().now().to_msg()
         for seconds, positions in points:
             whole = int(seconds)
             msg.points.append(
@@ -182,9 +184,19 @@ def test_bad_commands_are_rejected_and_torque_service_works(ros):
     probe.send(["shoulder_pan"], [(0.1, [0.0])])
     time.sleep(0.3)
     assert "enable torque first" in sim.commands.last_rejection
+    issued_before = probe.node.get_clock().now()
     response = probe.set_torque(True)
     assert response.success and sim.arm.torque_enabled
     assert probe.set_torque(True).message == "torque already enabled"
+    msg = JointTrajectory(joint_names=["shoulder_pan"])  # a command issued before the torque-on: ignored
+    msg.header.stamp = issued_before.to_msg()
+    msg.points = [JointTrajectoryPoint(positions=[0.0])]
+    probe.commands.publish(msg)
+    probe.send(["shoulder_pan"], [(0.1, [0.0])], stamped=False)  # unstamped: refused too
+    time.sleep(0.3)
+    assert "header.stamp is not set" in sim.commands.last_rejection
+    assert sim.commands.rejected == 5
+    assert abs(position(probe.latest("/joint_states"), "shoulder_pan")) > 0.4  # nothing moved
     probe.send(["shoulder_pan"], [(0.2, [0.0])])
     probe.wait_for(
         lambda m: abs(position(m["/joint_states"][-1], "shoulder_pan")) < 0.05, what="the arm to return"

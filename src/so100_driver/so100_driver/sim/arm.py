@@ -1,9 +1,10 @@
 """Physics of the simulated SO-101: position servos with the real node's safety rules (ROS-free).
 
-Every control tick (the "bus cycle") the requested goal is clamped to the joint range and moved at most
-``max_step`` rad towards the request, then physics runs for one control period. Torque off disables
-the actuators (the arm sags under gravity like an unpowered arm); torque on starts from the present
-position, as on the real servos.
+Every control tick (the "bus cycle") each goal moves towards the request by the real arm's rule
+(:func:`so100_driver.arm_controller.next_goal`: at most ``max_velocity`` per second, never farther than
+``max_step`` from the measured position, never outside the joint range), then physics runs for one
+control period. Torque off disables the actuators (the arm sags under gravity like an unpowered arm);
+torque on holds the present position, as on the real servos.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 import mujoco
 import numpy as np
 
+from so100_driver.arm_controller import next_goal
 from so100_driver.sim.scene import CUBE_BODY, JOINT_NAMES, TABLE_TOP_Z
 
 
@@ -37,11 +39,14 @@ class SimArm:
         initial_positions: np.ndarray | None = None,
         control_period: float = 0.01,
         max_step: float = 0.1,
+        max_velocity: float = 3.0,
     ):
         if not control_period > 0.0:
             raise ValueError(f"control_period must be > 0, got {control_period}")
         if not max_step > 0.0:
             raise ValueError(f"max_step must be > 0 rad, got {max_step}")
+        if not max_velocity > 0.0:
+            raise ValueError(f"max_velocity must be > 0 rad/s, got {max_velocity}")
         self.model = model
         self.data = mujoco.MjData(model)
         self.joint_names = JOINT_NAMES
@@ -54,6 +59,7 @@ class SimArm:
         self.max_step = float(max_step)
         self.substeps = max(1, round(control_period / model.opt.timestep))
         self.control_period = self.substeps * model.opt.timestep
+        self.step_per_cycle = float(max_velocity) * self.control_period
         self._lock = threading.Lock()
         self._torque_enabled = True
         start = np.zeros(len(JOINT_NAMES)) if initial_positions is None else self._checked(initial_positions)
@@ -101,8 +107,20 @@ class SimArm:
             if not self._torque_enabled:
                 self._goal = self.data.qpos[self._qpos_index].copy()
             elif requested is not None:
-                target = np.clip(self._checked(requested), self.lower, self.upper)
-                self._goal = self._goal + np.clip(target - self._goal, -self.max_step, self.max_step)
+                target = self._checked(requested)
+                measured = self.data.qpos[self._qpos_index]
+                for j in range(len(JOINT_NAMES)):
+                    goal = next_goal(
+                        self._goal[j],
+                        target[j],
+                        measured[j],
+                        self.lower[j],
+                        self.upper[j],
+                        self.step_per_cycle,
+                        self.max_step,
+                    )
+                    if goal is not None:
+                        self._goal[j] = goal
                 self.data.ctrl[self._actuators] = self._goal
             mujoco.mj_step(self.model, self.data, nstep=self.substeps)
 

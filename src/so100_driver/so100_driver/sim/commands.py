@@ -3,7 +3,8 @@
 Validation and interpolation are those of :mod:`so100_driver.arm_controller` (the same functions the
 real node uses): a trajectory starts at its header stamp (or on arrival) from the targets held then,
 is interpolated linearly through its points by ``time_from_start``, and holds its last point. Joints it
-does not name keep their targets. Times are seconds of the node's clock.
+does not name keep their targets. A trajectory stamped before the latest torque-on is refused. Times are
+seconds of the node's clock.
 """
 
 from __future__ import annotations
@@ -28,6 +29,14 @@ class JointCommands:
         self.accepted = 0
         self.rejected = 0
         self.last_rejection = ""
+        self.enabled_since: float | None = None  # latest torque-on: older commands are refused
+
+    def reject(self, reason: str) -> None:
+        """Count a command refused before :meth:`command` and raise :class:`CommandError`."""
+        with self._lock:
+            self.rejected += 1
+            self.last_rejection = reason
+        raise CommandError(reason)
 
     def command(
         self,
@@ -45,6 +54,12 @@ class JointCommands:
                     raise CommandError(
                         "arm is disabled: enable torque first (std_srvs/SetBool on the torque service)"
                     )
+                since = self.enabled_since
+                if start_time is not None and since is not None and start_time < since:
+                    raise CommandError(
+                        f"command stamped {since - start_time:.3f} s before torque was last "
+                        "enabled: ignored (after an interruption the arm moves only on newer commands)"
+                    )
             except CommandError as error:
                 self.rejected += 1
                 self.last_rejection = str(error)
@@ -57,11 +72,14 @@ class JointCommands:
             self._plan = TrajectoryPlan(start, names, times, values)
             self.accepted += 1
 
-    def hold(self, positions: np.ndarray) -> None:
-        """Drop the plan and hold ``positions`` (torque on starts from the present position)."""
+    def hold(self, positions: np.ndarray, enabled_since: float | None = None) -> None:
+        """Drop the plan and hold ``positions`` (torque on starts from the present position); a torque-on
+        at ``enabled_since`` refuses every command stamped before it from then on."""
         with self._lock:
             self._plan = None
             self._targets = np.asarray(positions, dtype=float).copy()
+            if enabled_since is not None:
+                self.enabled_since = enabled_since
 
     def sample(self, now: float) -> np.ndarray:
         """The requested joint positions at time ``now`` (all joints, ``joint_names`` order)."""
