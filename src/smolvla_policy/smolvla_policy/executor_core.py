@@ -381,7 +381,11 @@ class ChunkExecutorCore:
             if previous is None or previous.enabled:
                 return self._interrupt(now, f"arm not enabled: {arm.message}")
             return None
-        if previous is None or not previous.enabled or previous.epoch != arm.epoch:
+        new_epoch = previous is None or (previous.epoch, previous.enabled_since) != (
+            arm.epoch,
+            arm.enabled_since,
+        )
+        if new_epoch or not previous.enabled:  # a restarted arm node counts epochs from 1 again
             return self._interrupt(
                 now,
                 f"arm enabled (epoch {arm.epoch}): resuming from the measured pose, with chunks computed "

@@ -464,7 +464,7 @@ def test_nothing_is_commanded_until_the_arm_says_it_is_enabled():
     np.testing.assert_allclose(core.tick(T0 + 3 * DT).command, 0.2)  # holds where the arm is
 
 
-@pytest.mark.parametrize("interruption", ["fault", "new_epoch"])
+@pytest.mark.parametrize("interruption", ["fault", "new_epoch", "arm_node_restart"])
 def test_an_arm_interruption_drops_the_plan_and_resumes_from_the_measured_pose(interruption):
     """Item 3: the executor kept commanding 1.5 rad while the arm sagged to -0.8 rad with torque off; when
     torque returned, the arm drove back at full speed. Now the plan is gone and motion restarts where the
@@ -481,7 +481,8 @@ def test_an_arm_interruption_drops_the_plan_and_resumes_from_the_measured_pose(i
         assert all(r.command is None and r.request is None for r in during)
         assert "waiting for the arm: FAULT: hot" in during[-1].message
     t_on = t_fault + 10 * DT
-    assert "epoch 2" in core.on_arm_status(t_on, ArmReport(True, 2, t_on, "torque on"))
+    epoch = 1 if interruption == "arm_node_restart" else 2  # a new arm node counts from 1 again
+    assert f"epoch {epoch}" in core.on_arm_status(t_on, ArmReport(True, epoch, t_on, "torque on"))
     assert core.on_joint_state(t_on + DT, JOINTS, np.full(6, 1.5), stamp=t_on - DT) is None  # before: ignored
     assert core.tick(t_on + DT).command is None  # no pose measured since the torque-on yet
     feed_state_at = t_on + 2 * DT
@@ -490,7 +491,7 @@ def test_an_arm_interruption_drops_the_plan_and_resumes_from_the_measured_pose(i
     np.testing.assert_allclose(held.command, -0.8)  # where the arm sagged to, not 1.5
     assert held.request is not None and held.request.must_go
     old = core.on_chunk(feed_state_at, make_chunk(t_on - 0.05, np.full(30, 1.5), chunk_id=7))
-    assert not old.accepted and "older than the arm's latest torque-on (epoch 2)" in old.reason
+    assert not old.accepted and f"older than the arm's latest torque-on (epoch {epoch})" in old.reason
     new = make_chunk(
         feed_state_at, np.linspace(-0.8, 0.4, 30), chunk_id=8, request_id=held.request.request_id
     )
