@@ -23,7 +23,7 @@ from rclpy.parameter import Parameter
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image
 
-from so100_driver import image_conversion as ic
+from smolvla_common import image_conversion as ic
 from so100_driver.camera_node import CameraNode
 
 

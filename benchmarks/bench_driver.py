@@ -25,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from so100_driver.arm_controller import ArmController, Joint, SafetyConfig
+from so100_driver.arm import ArmController, Joint, SafetyConfig
 from so100_driver.bus import FeetechBus
 from so100_driver.emulator.bus_emulator import BusEmulator
 from so100_driver.emulator.presets import preset_motors

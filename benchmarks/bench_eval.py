@@ -45,9 +45,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args(argv)
 
-    from smolvla_policy import bags
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "test_support"))
+    import synthetic_bags
     from smolvla_policy.evaluation import EvalSettings, evaluate_bag, load_runtime_policy
-    from smolvla_policy.model.random_checkpoints import make_real_size_checkpoint
+    from smolvla_policy.model.generate import make_real_size_checkpoint
 
     checkpoint = MODEL_CACHE / "real_size_float32"
     if not (checkpoint / "model.safetensors").exists():
@@ -59,17 +60,18 @@ def main(argv: list[str] | None = None) -> int:
     bag = CACHE / f"bag_{args.duration:g}s"
     if not (bag / "metadata.yaml").exists():
         shutil.rmtree(bag, ignore_errors=True)
-        bags.write_synthetic_bag(
+        synthetic_bags.write_synthetic_bag(
             bag, "mcap", duration_s=args.duration, camera_fps=30.0, image_size=(480, 640)
         )
 
-    from so100_driver.calibration import ArmCalibration, save_calibration
+    from smolvla_common.calibration import ArmCalibration, save_calibration
+    from smolvla_common.joints import SO101_JOINTS
 
     calibration = save_calibration(
         ArmCalibration.from_dict(
             {
                 name: {"id": i + 1, "drive_mode": 0, "homing_offset": 0, "range_min": 1000, "range_max": 3000}
-                for i, name in enumerate(bags.SO101_JOINTS)
+                for i, name in enumerate(SO101_JOINTS)
             }
         ),
         CACHE / "calibration.json",

@@ -79,7 +79,7 @@ def prepare(cache: Path) -> tuple[Path, Path]:
 
 def real_size_checkpoint(cache: Path, stored: str) -> Path:
     """The real-size checkpoint with its tensors stored in float32 or in the hub's bfloat16 layout (once)."""
-    from smolvla_policy.model.random_checkpoints import make_real_size_checkpoint
+    from smolvla_policy.model.generate import make_real_size_checkpoint
 
     checkpoint = cache / f"real_size_{stored}"
     if not (checkpoint / ".complete").is_file():
@@ -113,7 +113,7 @@ def weights_mb(checkpoint: Path, dtype: str) -> float:
     in the dtype layout it runs in."""
     import torch
 
-    from smolvla_policy.model import random_checkpoints as rc
+    from smolvla_policy.model import generate as rc
     from smolvla_policy.model.network import unused_by_inference
 
     policy = json.loads((checkpoint / "config.json").read_text())

@@ -1,6 +1,6 @@
 """Sync vs async chunk execution with injected inference latency, over real DDS.
 
-The real executor node runs in its own process (``python -m smolvla_policy.executor_node``), as it would on
+The real executor node runs in its own process (``python -m smolvla_common.executor_node``), as it would on
 a robot. This process hosts a latency-injecting fake policy and an ideal fake arm:
 
 * fake arm: like the real arm node, publishes ``/joint_states`` at 100 Hz, stamped with the time it reports;
@@ -47,15 +47,18 @@ from sensor_msgs.msg import JointState
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
+from smolvla_common.arm_status import ALWAYS_ENABLED
+from smolvla_common.chunk import Chunk
+from smolvla_common.executor_core import ChunkExecutorCore, ExecutorConfig
+from smolvla_common.joints import SO101_JOINTS
 from smolvla_msgs.msg import ActionChunk, ArmStatus, ChunkRequest, ExecutorStatus
-from smolvla_policy.executor_core import ALWAYS_ENABLED, Chunk, ChunkExecutorCore, ExecutorConfig
 
 # Keep discovery on this machine (and off the default domain): with the default SUBNET range, Fast DDS
 # added 100-250 ms per request -> chunk round trip on the development machine, which shows up as idle ticks.
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 os.environ.setdefault("ROS_DOMAIN_ID", str(random.SystemRandom().randint(101, 200)))
 
-JOINTS = ["shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll", "gripper"]
+JOINTS = list(SO101_JOINTS)
 FPS = 30.0
 DT = 1.0 / FPS
 HORIZON = 50
@@ -189,7 +192,7 @@ class FakeArmAndRecorder(Node):
 
     def _on_diagnostics(self, msg: DiagnosticArray) -> None:
         for status in msg.status:
-            if status.hardware_id == "smolvla_executor":
+            if status.name.endswith("action-chunk executor"):
                 self.diagnostics.append({kv.key: kv.value for kv in status.values})
 
 
@@ -268,6 +271,38 @@ def expected_figures(mode: str, latency: float, actions: int, threshold: float) 
 PRIORITY_PREFIX = {"none": [], "nice": ["nice", "-n", "-10"], "fifo": ["chrt", "-f", "50"]}
 
 
+def wait_until_executed(arm: FakeArmAndRecorder, actions: int, deadline: float, what: str) -> ExecutorStatus:
+    """The first executor status that counts ``actions`` executed steps."""
+    while time.time() < deadline:
+        done = next((s for s in arm.statuses if s.executed_steps >= actions), None)
+        if done is not None:
+            return done
+        time.sleep(0.02)
+    raise RuntimeError(f"{what}: fewer than {actions} actions executed in time")
+
+
+def boundary_jumps(statuses: list[ExecutorStatus]) -> list[float]:
+    """The jump at each accepted chunk's boundary, in the order the chunks arrived."""
+    jumps, seen = [], 0
+    for status in statuses:
+        if status.chunks_received > seen:
+            if status.chunks_received - status.chunks_dropped > len(jumps):
+                jumps.append(status.last_boundary_jump)
+            seen = status.chunks_received
+    return jumps
+
+
+def largest_step(commands: list[np.ndarray], times: list[float]) -> float:
+    """Largest command step per tick period (a late tick covering k periods counts its step / k), leaving
+    out the start onto the first chunk (from the arm's rest pose)."""
+    if len(commands) <= 2:
+        return 0.0
+    periods = np.maximum(1.0, np.round(np.diff(times) / DT))
+    diffs = np.abs(np.diff(np.array(commands), axis=0)).max(axis=1) / periods
+    moved = np.flatnonzero(diffs > 0)
+    return float(np.max(diffs[moved[0] + 1 :], initial=0.0)) if len(moved) else 0.0
+
+
 def run_once(
     mode: str, latency: float, blend: str, actions: int, threshold: float, seed: int, priority: str = "none"
 ) -> RunResult:
@@ -296,13 +331,13 @@ def run_once(
         "request_timeout_s": 10.0,
         "chunk_timeout_s": 10.0,
     }
-    command = [*PRIORITY_PREFIX[priority], sys.executable, "-m", "smolvla_policy.executor_node", "--ros-args"]
+    command = [*PRIORITY_PREFIX[priority], sys.executable, "-m", "smolvla_common.executor_node", "--ros-args"]
     for key, value in params.items():
         command += ["-p", f"{key}:={value}"]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     spawned = time.time()
     try:
-        client = helper.create_client(Trigger, "/smolvla_executor/start")
+        client = helper.create_client(Trigger, "/executor/start")
         if not client.wait_for_service(timeout_sec=30.0):
             raise RuntimeError(
                 "executor node did not come up: " + (process.stderr.read() if process.poll() else "")
@@ -314,34 +349,14 @@ def run_once(
         while not future.done():
             time.sleep(0.005)
         deadline = started + 3 * (actions * DT + math.ceil(actions / HORIZON) * latency) + 10
-        done_status = None
-        while time.time() < deadline:
-            done_status = next((s for s in reversed(arm.statuses) if s.executed_steps >= actions), None)
-            if done_status is not None:
-                break
-            time.sleep(0.02)
-        if done_status is None:
-            raise RuntimeError(f"{mode}/{latency}/{blend}: fewer than {actions} actions executed in time")
-        first_done = next(s for s in arm.statuses if s.executed_steps >= actions)
+        first_done = wait_until_executed(arm, actions, deadline, f"{mode}/{latency}/{blend}")
         completion = stamp_s(first_done.header.stamp) - (first_done.executed_steps - actions) * DT - started
         count = len(arm.diagnostics)
         while len(arm.diagnostics) == count and time.time() < deadline:
             time.sleep(0.02)
         diag = arm.diagnostics[-1]
-        jumps, seen = [], 0
-        for status in arm.statuses:
-            if status.chunks_received > seen:
-                if status.chunks_received - status.chunks_dropped > len(jumps):
-                    jumps.append(status.last_boundary_jump)
-                seen = status.chunks_received
-        # largest command step per tick period (a late tick covering k periods counts its step / k), leaving
-        # out the start onto the first chunk (from the arm's rest pose)
-        steps = 0.0
-        if len(arm.commands) > 2:
-            periods = np.maximum(1.0, np.round(np.diff(arm.command_times) / DT))
-            diffs = np.abs(np.diff(np.array(arm.commands), axis=0)).max(axis=1) / periods
-            moved = np.flatnonzero(diffs > 0)
-            steps = float(np.max(diffs[moved[0] + 1 :], initial=0.0)) if len(moved) else 0.0
+        jumps = boundary_jumps(arm.statuses)
+        steps = largest_step(arm.commands, arm.command_times)
         cpu_percent = 100 * process_cpu_seconds(process.pid) / (time.time() - spawned)
         idle_after = first_done.idle_ticks
         idle_before = int(diag["idle_ticks_before_first_chunk"])

@@ -27,7 +27,7 @@ import numpy as np
 import so100_driver.sim  # noqa: F401  (selects the headless GL backend before mujoco is imported)
 from so100_driver.sim.arm import SimArm
 from so100_driver.sim.runtime import SimRuntime
-from so100_driver.sim.scene import CameraConfig, SceneConfig, build_model
+from so100_driver.sim.scene import SceneConfig, SimCamera, build_model
 
 CAMERAS = ("top", "wrist")
 
@@ -39,7 +39,7 @@ def waving_command(sim_time: float) -> np.ndarray:
 
 
 def run_case(width: int, height: int, keep: float, fps: float, seconds: float) -> dict:
-    cameras = tuple(CameraConfig(name, width, height) for name in (CAMERAS if fps > 0 else ()))
+    cameras = tuple(SimCamera(name, width, height) for name in (CAMERAS if fps > 0 else ()))
     started = time.perf_counter()
     model = build_model(SceneConfig(cameras=cameras, mesh_keep_fraction=keep))
     build_s = time.perf_counter() - started

@@ -1,5 +1,3 @@
-from glob import glob
-
 from setuptools import find_packages, setup
 
 PACKAGE = "smolvla_policy"
@@ -11,8 +9,6 @@ setup(
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml", "README.md"]),
-        (f"share/{PACKAGE}/config", glob("config/*")),
-        (f"share/{PACKAGE}/launch", glob("launch/*.py")),
     ],
     install_requires=["setuptools"],
     zip_safe=True,
@@ -24,15 +20,10 @@ setup(
         "console_scripts": [
             # executables land in lib/<package> (setup.cfg), where ros2 run and launch find them
             "policy_node = smolvla_policy.policy_node:main",
-            "executor_node = smolvla_policy.executor_node:main",
-            "recorder_node = smolvla_policy.recorder_node:main",
-            "bag_player = smolvla_policy.bag_player:main",
             "replay_evaluator_node = smolvla_policy.replay_evaluator_node:main",
-            "smolvla-eval = smolvla_policy.evaluation:main",
-            "smolvla-make-checkpoint = smolvla_policy.model.random_checkpoints:main",
-            "smolvla-export-dataset = smolvla_policy.dataset_export:main",
-            "smolvla-play = smolvla_policy.bag_player:main",
-            "smolvla-record = smolvla_policy.recorder_node:episode_cli",
+            "smolvla-eval = smolvla_policy.evaluation.cli:main",
+            "smolvla-make-checkpoint = smolvla_policy.model.generate.cli:main",
+            "smolvla-export-dataset = smolvla_policy.dataset.cli:main",
         ],
     },
 )

@@ -1,8 +1,8 @@
 """Chunk visualizer node: the measured arm and the predicted action chunk as RViz markers, no TF needed.
 
-Subscribes ``/joint_states`` and ``/smolvla/action_chunk``; publishes ``visualization_msgs/MarkerArray`` on
-``/smolvla/chunk_markers`` in the URDF's root frame (``base_link``), stamped zero ("latest"), so RViz shows
-them with that fixed frame even when nothing publishes TF:
+Subscribes ``joint_states`` and ``smolvla/action_chunk``; publishes ``visualization_msgs/MarkerArray`` on
+``smolvla/chunk_markers`` in the URDF's root frame (``base_link``), stamped zero ("latest"), so RViz shows
+them with that fixed frame even when nothing publishes TF (topics are relative: namespace or remap them):
 
 - ``measured``: the arm at the last joint state, one opaque mesh per URDF visual, at most ``rate_hz``;
 - ``ghost``: a translucent arm at action ``ghost_index`` of the last chunk (default -1: its last action);
@@ -11,7 +11,7 @@ them with that fixed frame even when nothing publishes TF:
 
 Chunk markers are sent when a chunk arrives, and again every second while ``chunk_lifetime_s`` is 0 (they
 then stay until the next chunk), so an RViz started later shows them too. With ``publish_robot_description``
-it also publishes the URDF on ``/robot_description`` (transient local) for RViz's RobotModel display and
+it also publishes the URDF on ``robot_description`` (transient local) for RViz's RobotModel display and
 robot_state_publisher. Forward kinematics lives in :mod:`smolvla_bringup.kinematics`.
 """
 
@@ -21,32 +21,29 @@ import math
 import sys
 
 import numpy as np
-from builtin_interfaces.msg import Duration
 from geometry_msgs.msg import Point, Pose
-from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import JointState
 from std_msgs.msg import ColorRGBA, String
 from visualization_msgs.msg import Marker, MarkerArray
 
 from smolvla_bringup.kinematics import SO101_TIP_LINK, RobotModel, matrix_to_quaternion, parse_urdf
 from smolvla_bringup.robot_description import so101_urdf
+from smolvla_common.node_main import run_node
+from smolvla_common.parameters import ParameterError, declare_parameters, invalid, require
+from smolvla_common.qos import LATCHED
+from smolvla_common.timeutil import duration_msg
 from smolvla_msgs.msg import ActionChunk
-from so100_driver.node_main import run_node
 
 DEFAULTS = {
     "rate_hz": 20.0,  # measured arm: at most this many updates per second
-    "joint_states_topic": "/joint_states",
-    "chunk_topic": "/smolvla/action_chunk",
-    "markers_topic": "/smolvla/chunk_markers",
     "tip_link": SO101_TIP_LINK,
     "ghost_index": -1,  # which action of the chunk the ghost shows; negative counts from the end
     "ghost_rgba": [0.3, 0.65, 1.0, 0.35],
     "line_width": 0.004,  # m
     "chunk_lifetime_s": 0.0,  # 0: chunk markers stay until the next chunk
     "publish_robot_description": True,
-    "robot_description_topic": "/robot_description",
 }
 REFRESH_PERIOD_S = 1.0
 PATH_START_RGB = (0.1, 0.85, 0.25)
@@ -64,11 +61,6 @@ def _pose(matrix: np.ndarray) -> Pose:
     x, y, z, w = (float(v) for v in matrix_to_quaternion(matrix[:3, :3]))
     pose.orientation.x, pose.orientation.y, pose.orientation.z, pose.orientation.w = x, y, z, w
     return pose
-
-
-def _lifetime(seconds: float) -> Duration:
-    whole = int(seconds)
-    return Duration(sec=whole, nanosec=min(999_999_999, round((seconds - whole) * 1e9)))
 
 
 def path_colors(count: int) -> list[tuple[float, float, float, float]]:
@@ -92,72 +84,60 @@ class ChunkVisualizerNode(Node):
         self._chunk_markers: list[Marker] = []
         self._since_refresh = 0.0
         try:
-            self.params = {name: self._parameter(name, default) for name, default in DEFAULTS.items()}
+            self.params = declare_parameters(self, DEFAULTS)
             self._check_parameters()
-        except ValueError as err:
+        except ParameterError:
             self.destroy_node()
-            raise ValueError(f"{node_name}: {err}") from err
+            raise
         try:
             urdf = so101_urdf()
         except FileNotFoundError as err:  # a missing view must not stop the robot graph it runs in
             self.get_logger().error(f"no markers: {err}")
             return
-        try:
-            self.robot = parse_urdf(urdf)
-            tip = self.params["tip_link"]
-            if tip not in self.robot.links:
-                raise ValueError(f"parameter 'tip_link': no link {tip!r}; links: {list(self.robot.links)}")
-        except ValueError as err:
+        self.robot = parse_urdf(urdf)
+        tip = self.params["tip_link"]
+        if tip not in self.robot.links:
             self.destroy_node()
-            raise ValueError(f"{node_name}: {err}") from err
+            raise invalid("tip_link", f"a link of the URDF {list(self.robot.links)}", tip)
         p = self.params
         self.frame_id = self.robot.root
-        self.marker_pub = self.create_publisher(MarkerArray, p["markers_topic"], 10)
+        self.marker_pub = self.create_publisher(MarkerArray, "smolvla/chunk_markers", 10)
         if p["publish_robot_description"]:
-            latched = QoSProfile(
-                depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
-            )
-            self.description_pub = self.create_publisher(String, p["robot_description_topic"], latched)
+            self.description_pub = self.create_publisher(String, "robot_description", LATCHED)
             self.description_pub.publish(String(data=urdf))
-        self.create_subscription(
-            JointState, p["joint_states_topic"], self._on_joint_state, qos_profile_sensor_data
-        )
-        self.create_subscription(ActionChunk, p["chunk_topic"], self._on_chunk, 10)
+        self.states_topic = self.create_subscription(
+            JointState, "joint_states", self._on_joint_state, qos_profile_sensor_data
+        ).topic_name
+        self.chunks_topic = self.create_subscription(
+            ActionChunk, "smolvla/action_chunk", self._on_chunk, 10
+        ).topic_name
         self.create_timer(1.0 / p["rate_hz"], self._on_timer)
         self.get_logger().info(
-            f"chunk visualizer ready: {p['joint_states_topic']} + {p['chunk_topic']} -> {p['markers_topic']} "
+            f"chunk visualizer ready: {self.states_topic} + {self.chunks_topic} -> "
+            f"{self.marker_pub.topic_name} "
             f"(frame {self.frame_id}, tip {p['tip_link']}, {len(self.robot.visuals)} meshes)"
         )
 
-    def _parameter(self, name: str, default):
-        """Declare a parameter; return it as the default's type, or ValueError naming it."""
-        value = self.declare_parameter(name, default, ParameterDescriptor(dynamic_typing=True)).value
-        expected = type(default).__name__ if not isinstance(default, list) else "a list of numbers"
-        try:
-            if isinstance(default, bool | str):
-                if not isinstance(value, type(default)):
-                    raise TypeError
-                return value
-            if isinstance(default, list):
-                return [float(v) for v in value]
-            if isinstance(value, bool) or (isinstance(default, int) and not float(value).is_integer()):
-                raise TypeError
-            return type(default)(value)
-        except (TypeError, ValueError):
-            raise ValueError(f"parameter '{name}' must be {expected}, got {value!r}") from None
-
     def _check_parameters(self) -> None:
         p = self.params
-        if not (math.isfinite(p["rate_hz"]) and p["rate_hz"] > 0):
-            raise ValueError(f"parameter 'rate_hz' must be > 0, got {p['rate_hz']}")
-        if not (math.isfinite(p["line_width"]) and p["line_width"] > 0):
-            raise ValueError(f"parameter 'line_width' must be > 0 (m), got {p['line_width']}")
-        if not (math.isfinite(p["chunk_lifetime_s"]) and p["chunk_lifetime_s"] >= 0):
-            raise ValueError(
-                f"parameter 'chunk_lifetime_s' must be >= 0 (0: forever), got {p['chunk_lifetime_s']}"
-            )
-        if len(p["ghost_rgba"]) != 4 or not all(0.0 <= v <= 1.0 for v in p["ghost_rgba"]):
-            raise ValueError(f"parameter 'ghost_rgba' must be 4 numbers in [0, 1], got {p['ghost_rgba']}")
+        require(math.isfinite(p["rate_hz"]) and p["rate_hz"] > 0, "rate_hz", "a rate > 0 (Hz)", p["rate_hz"])
+        require(
+            math.isfinite(p["line_width"]) and p["line_width"] > 0,
+            "line_width",
+            "a width > 0 (m)",
+            p["line_width"],
+        )
+        lifetime = p["chunk_lifetime_s"]
+        require(
+            math.isfinite(lifetime) and lifetime >= 0,
+            "chunk_lifetime_s",
+            "a time >= 0 (0: forever)",
+            lifetime,
+        )
+        rgba = p["ghost_rgba"]
+        require(
+            len(rgba) == 4 and all(0.0 <= v <= 1.0 for v in rgba), "ghost_rgba", "4 numbers in [0, 1]", rgba
+        )
 
     # ------------------------------------------------------------------ callbacks
 
@@ -168,7 +148,7 @@ class ChunkVisualizerNode(Node):
         except ValueError as err:
             self.rejected_states += 1
             self.get_logger().warning(
-                f"{self.params['joint_states_topic']}: joint state skipped: {err}", throttle_duration_sec=2.0
+                f"{self.states_topic}: joint state skipped: {err}", throttle_duration_sec=2.0
             )
 
     def _on_chunk(self, msg: ActionChunk) -> None:
@@ -182,7 +162,7 @@ class ChunkVisualizerNode(Node):
         except ValueError as err:
             self.rejected_chunks += 1
             self.get_logger().warning(
-                f"{self.params['chunk_topic']}: chunk {msg.chunk_id} skipped: {err}",
+                f"{self.chunks_topic}: chunk {msg.chunk_id} skipped: {err}",
                 throttle_duration_sec=2.0,
             )
             return
@@ -193,7 +173,7 @@ class ChunkVisualizerNode(Node):
             *self._arm_markers("ghost", actions[index], self.params["ghost_rgba"]),
             *self._path_markers(self.chunk_tips),
         ]
-        lifetime = _lifetime(self.params["chunk_lifetime_s"])
+        lifetime = duration_msg(self.params["chunk_lifetime_s"])
         for marker in self._chunk_markers:
             marker.lifetime = lifetime
         self.marker_pub.publish(MarkerArray(markers=self._chunk_markers))

@@ -34,7 +34,7 @@ SIM = NodeSpec(
 )  # same name: /arm/torque
 POLICY = NodeSpec("smolvla_policy", "policy_node", "policy", "smolvla_policy.policy_node:PolicyNode")
 EXECUTOR = NodeSpec(
-    "smolvla_policy", "executor_node", "executor", "smolvla_policy.executor_node:ExecutorNode"
+    "smolvla_common", "executor_node", "executor", "smolvla_common.executor_node:ExecutorNode"
 )
 VISUALIZER = NodeSpec(
     "smolvla_bringup",
@@ -116,9 +116,25 @@ ARGUMENTS = {
         ),
         Argument("fps", ((EXECUTOR, "rate_hz"),), "control rate of the executor (Hz)", float),
         Argument("mode", ((EXECUTOR, "mode"),), "executor mode: async (default) or sync"),
-        Argument("task", ((POLICY, "task"),), "default instruction until one arrives on /instruction"),
+        Argument("task", ((POLICY, "task"),), "default instruction until one arrives on instruction"),
     )
 }
+
+
+def check_namespace(namespace: str) -> str:
+    """A namespace for a whole graph ('' for the root), as ``/name``; ValueError when ROS would refuse it."""
+    namespace = namespace.strip()
+    if not namespace:
+        return ""
+    parts = namespace.strip("/").split("/")
+    if not all(
+        p and (p[0].isalpha() or p[0] == "_") and all(c.isalnum() or c == "_" for c in p) for p in parts
+    ):
+        raise ValueError(
+            f"namespace {namespace!r}: expected names of letters, digits and underscores, not starting "
+            "with a digit, separated by '/' (e.g. left or robots/left)"
+        )
+    return "/" + "/".join(parts)
 
 
 def config_dir() -> Path:

@@ -67,7 +67,12 @@ def publish_instruction(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="smolvla-instruct", description=__doc__.splitlines()[0])
     parser.add_argument("instruction", help="the task in plain language, e.g. 'pick up the red cube'")
-    parser.add_argument("--topic", default="/instruction", help="instruction topic (default: /instruction)")
+    parser.add_argument(
+        "--topic",
+        default="/instruction",
+        help="instruction topic (default: /instruction; /left/instruction "
+        "for a graph started in the namespace left)",
+    )
     parser.add_argument("--wait", type=float, default=5.0, help="seconds to wait for a subscriber")
     parser.add_argument("--linger", type=float, default=1.0, help="seconds to stay up after publishing")
     parsed, ros_args = parser.parse_known_args(argv)

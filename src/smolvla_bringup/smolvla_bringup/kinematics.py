@@ -189,14 +189,32 @@ def parse_urdf(text: str) -> RobotModel:
         raise UrdfError(f"URDF is not valid XML: {err}") from err
     if robot.tag != "robot":
         raise UrdfError(f"URDF root element is <{robot.tag}>, expected <robot>")
-    named_colors = {m.get("name"): _rgba(m, {}) for m in robot.findall("material") if _rgba(m, {})}
     links = tuple(link.get("name") for link in robot.findall("link"))
+    joints = {}
+    for element in robot.findall("joint"):
+        joint = _parse_joint(element)
+        for end in (joint.parent, joint.child):
+            if end not in links:
+                raise UrdfError(f"joint {joint.name!r} names an unknown link {end!r}")
+        if joint.child in joints:
+            raise UrdfError(f"link {joint.child!r} has two parent joints")
+        joints[joint.child] = joint
+    roots = [link for link in links if link not in joints]
+    if len(roots) != 1:
+        raise UrdfError(f"the URDF must be one tree with one root link, found roots {roots}")
+    ordered = _tree_order(roots[0], joints)
+    return RobotModel(robot.get("name", "robot"), roots[0], links, ordered, _parse_visuals(robot))
+
+
+def _parse_visuals(robot: ET.Element) -> tuple[Visual, ...]:
+    """The mesh visuals of every link (boxes, cylinders and spheres are not drawn)."""
+    named_colors = {m.get("name"): _rgba(m, {}) for m in robot.findall("material") if _rgba(m, {})}
     visuals = []
     for link in robot.findall("link"):
         for visual in link.findall("visual"):
             mesh = visual.find("geometry/mesh")
             if mesh is None:
-                continue  # boxes, cylinders and spheres are not drawn
+                continue
             scale = tuple(float(v) for v in mesh.get("scale", "1 1 1").split())
             visuals.append(
                 Visual(
@@ -207,45 +225,34 @@ def parse_urdf(text: str) -> RobotModel:
                     _rgba(visual.find("material"), named_colors),
                 )
             )
-    joints = {}
-    for element in robot.findall("joint"):
-        parent, child = element.find("parent"), element.find("child")
-        if parent is None or child is None:
-            raise UrdfError(f"joint {element.get('name')!r} lacks <parent> or <child>")
-        axis_element = element.find("axis")
-        axis = np.array(
-            [float(v) for v in (axis_element.get("xyz") if axis_element is not None else "1 0 0").split()]
-        )
-        kind = element.get("type", "fixed")
-        if kind in MOVABLE_TYPES:
-            if not np.linalg.norm(axis) > 0:
-                raise UrdfError(f"joint {element.get('name')!r} has a zero axis")
-            axis = axis / np.linalg.norm(axis)
-        limit = element.find("limit")
-        bounded = limit is not None and kind != "continuous"
-        lower = float(limit.get("lower", "-inf")) if bounded else -math.inf
-        upper = float(limit.get("upper", "inf")) if bounded else math.inf
-        joint = Joint(
-            element.get("name"),
-            kind,
-            parent.get("link"),
-            child.get("link"),
-            _origin(element.find("origin")),
-            axis,
-            lower,
-            upper,
-        )
-        for end in (joint.parent, joint.child):
-            if end not in links:
-                raise UrdfError(f"joint {joint.name!r} names an unknown link {end!r}")
-        if joint.child in joints:
-            raise UrdfError(f"link {joint.child!r} has two parent joints")
-        joints[joint.child] = joint
-    roots = [link for link in links if link not in joints]
-    if len(roots) != 1:
-        raise UrdfError(f"the URDF must be one tree with one root link, found roots {roots}")
+    return tuple(visuals)
+
+
+def _parse_joint(element: ET.Element) -> Joint:
+    parent, child = element.find("parent"), element.find("child")
+    if parent is None or child is None:
+        raise UrdfError(f"joint {element.get('name')!r} lacks <parent> or <child>")
+    axis_element = element.find("axis")
+    axis = np.array(
+        [float(v) for v in (axis_element.get("xyz") if axis_element is not None else "1 0 0").split()]
+    )
+    kind = element.get("type", "fixed")
+    if kind in MOVABLE_TYPES:
+        if not np.linalg.norm(axis) > 0:
+            raise UrdfError(f"joint {element.get('name')!r} has a zero axis")
+        axis = axis / np.linalg.norm(axis)
+    limit = element.find("limit")
+    bounded = limit is not None and kind != "continuous"
+    lower = float(limit.get("lower", "-inf")) if bounded else -math.inf
+    upper = float(limit.get("upper", "inf")) if bounded else math.inf
+    origin = _origin(element.find("origin"))
+    return Joint(element.get("name"), kind, parent.get("link"), child.get("link"), origin, axis, lower, upper)
+
+
+def _tree_order(root: str, joints: Mapping[str, Joint]) -> tuple[Joint, ...]:
+    """The joints parents first (breadth first from ``root``); UrdfError on a loop."""
     ordered: list[Joint] = []
-    frontier = [roots[0]]
+    frontier = [root]
     while frontier:
         parent = frontier.pop(0)
         children = [j for j in joints.values() if j.parent == parent]
@@ -253,7 +260,7 @@ def parse_urdf(text: str) -> RobotModel:
         frontier += [j.child for j in children]
     if len(ordered) != len(joints):
         raise UrdfError("the URDF joints contain a loop")
-    return RobotModel(robot.get("name", "robot"), roots[0], links, tuple(ordered), tuple(visuals))
+    return tuple(ordered)
 
 
 def so101_model() -> RobotModel:

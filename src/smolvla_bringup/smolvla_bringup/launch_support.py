@@ -16,6 +16,7 @@ from smolvla_bringup import graph
 
 def _nodes(context, graph_name: str):
     files, specs = graph.graph(graph_name)
+    namespace = graph.check_namespace(LaunchConfiguration("namespace").perform(context))
     extra = [p for p in LaunchConfiguration("params").perform(context).split(",") if p]
     values = {name: LaunchConfiguration(name).perform(context) for name in graph.ARGUMENTS}
     per_node = graph.overrides(values, specs)
@@ -24,6 +25,7 @@ def _nodes(context, graph_name: str):
             package=spec.package,
             executable=spec.executable,
             name=spec.name,
+            namespace=namespace,
             output="screen",
             emulate_tty=True,
             parameters=[*map(str, files), *extra, per_node.get(spec.name, {})],
@@ -40,5 +42,10 @@ def describe(graph_name: str) -> LaunchDescription:
     ]
     arguments.append(
         DeclareLaunchArgument("params", default_value="", description="extra YAML files, comma-separated")
+    )
+    arguments.append(
+        DeclareLaunchArgument(
+            "namespace", default_value="", description="run the graph in this namespace (e.g. left)"
+        )
     )
     return LaunchDescription([*arguments, OpaqueFunction(function=_nodes, args=[graph_name])])

@@ -24,9 +24,13 @@ from pathlib import Path
 from smolvla_bringup import graph
 
 
-def ros_cli_args(spec: graph.NodeSpec, param_files: Sequence[Path], params: dict) -> list[str]:
-    """The node's own command line: its name, the YAML files, then single-parameter overrides."""
+def ros_cli_args(
+    spec: graph.NodeSpec, param_files: Sequence[Path], params: dict, namespace: str = ""
+) -> list[str]:
+    """The node's command line: its name and namespace, the YAML files, then single-parameter overrides."""
     args = ["--ros-args", "-r", f"__node:={spec.name}"]
+    if namespace:
+        args += ["-r", f"__ns:={namespace}"]
     for path in param_files:
         args += ["--params-file", str(path)]
     for key, value in params.items():
@@ -44,10 +48,17 @@ def ros_cli_args(spec: graph.NodeSpec, param_files: Sequence[Path], params: dict
 class Runner:
     """Creates the nodes of a graph in one rclpy context and spins them until asked to stop."""
 
-    def __init__(self, specs: Sequence[graph.NodeSpec], param_files: Sequence[Path], overrides=None):
+    def __init__(
+        self,
+        specs: Sequence[graph.NodeSpec],
+        param_files: Sequence[Path],
+        overrides=None,
+        namespace: str = "",
+    ):
         missing = [str(p) for p in param_files if not Path(p).is_file()]
         if missing:
             raise FileNotFoundError(f"parameter file(s) not found: {', '.join(missing)}")
+        self.namespace = graph.check_namespace(namespace)
         self.specs = list(specs)
         self.param_files = list(param_files)
         self.overrides = overrides or {}
@@ -65,7 +76,7 @@ class Runner:
         try:
             for spec in self.specs:
                 cls = spec.load_class()
-                cli = ros_cli_args(spec, self.param_files, self.overrides.get(spec.name, {}))
+                cli = ros_cli_args(spec, self.param_files, self.overrides.get(spec.name, {}), self.namespace)
                 self.nodes.append(cls(context=self.context, cli_args=cli))
         except Exception:
             try:
@@ -142,6 +153,9 @@ def parse_args(argv: list[str] | None):
         help="extra YAML parameter file(s), applied after the graph's defaults (repeatable)",
     )
     parser.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    parser.add_argument(
+        "--namespace", default="", help="run the graph in this namespace (e.g. left: /left/joint_states, ...)"
+    )
     for name, argument in graph.ARGUMENTS.items():
         parser.add_argument(f"--{name.replace('_', '-')}", dest=name, default="", help=argument.help)
     return parser.parse_args(argv)
@@ -152,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     files, specs = graph.graph(args.graph)
     values = {name: getattr(args, name) for name in graph.ARGUMENTS}
     try:
-        runner = Runner(specs, [*files, *args.params], graph.overrides(values, specs))
+        runner = Runner(specs, [*files, *args.params], graph.overrides(values, specs), args.namespace)
     except (ValueError, FileNotFoundError) as err:
         print(f"smolvla-run: {err}", file=sys.stderr)
         return 2

@@ -25,6 +25,7 @@ from visualization_msgs.msg import Marker, MarkerArray
 
 from smolvla_bringup.chunk_visualizer_node import ChunkVisualizerNode
 from smolvla_bringup.kinematics import SO101_TIP_LINK, matrix_to_quaternion, so101_model
+from smolvla_common.parameters import ParameterError
 from smolvla_msgs.msg import ActionChunk
 
 JOINTS = ["shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll", "gripper"]
@@ -220,12 +221,12 @@ def test_invalid_parameters_are_refused_by_name():
     rclpy.init(context=context)
     try:
         for argument, match in (
-            ("rate_hz:=0.0", "'rate_hz' must be > 0"),
-            ("tip_link:=nose", "'tip_link': no link 'nose'"),
-            ("ghost_rgba:=[1.0, 0.0]", "'ghost_rgba' must be 4 numbers"),
-            ("ghost_index:=last", "'ghost_index' must be int"),
+            ("rate_hz:=0.0", "'rate_hz': expected a rate > 0"),
+            ("tip_link:=nose", "'tip_link': expected a link of the URDF"),
+            ("ghost_rgba:=[1.0, 0.0]", "'ghost_rgba': expected 4 numbers"),
+            ("ghost_index:=last", "'ghost_index': expected an integer like -1, got 'last'"),
         ):
-            with pytest.raises(ValueError, match=match):
+            with pytest.raises(ParameterError, match=match):
                 ChunkVisualizerNode(context=context, cli_args=["--ros-args", "-p", argument])
     finally:
         rclpy.shutdown(context=context)

@@ -13,31 +13,33 @@ import cv2
 import pytest
 
 from smolvla_bringup import demo
+from smolvla_bringup.demo.model import GENERATED_VERSION, camera_entries, hub_checkpoint
+from smolvla_common.joints import SO101_JOINTS
 
 
 def test_camera_entries_map_sim_cameras_to_checkpoint_images():
-    assert demo.camera_entries(["observation.images.top", "observation.images.wrist"]) == ["top", "wrist"]
-    assert demo.camera_entries([f"observation.images.camera{i}" for i in (1, 2, 3)]) == [
+    assert camera_entries(["observation.images.top", "observation.images.wrist"]) == ["top", "wrist"]
+    assert camera_entries([f"observation.images.camera{i}" for i in (1, 2, 3)]) == [
         "top:observation.images.camera1",
         "wrist:observation.images.camera2",
         "front:observation.images.camera3",
     ]
     with pytest.raises(ValueError, match="5 cameras"):
-        demo.camera_entries([f"observation.images.c{i}" for i in range(5)])
+        camera_entries([f"observation.images.c{i}" for i in range(5)])
 
 
 def test_hub_check_is_quick_and_explains_offline(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # an empty hub cache
-    repo, why = demo.hub_checkpoint("lerobot/smolvla_base")
+    repo, why = hub_checkpoint("lerobot/smolvla_base")
     assert repo is None
     assert "offline" in why
 
 
-def test_tiny_demo_writes_its_report(tiny_checkpoint, tmp_path, monkeypatch, capsys):
+def test_tiny_demo_writes_its_report(demo_checkpoint, tmp_path, monkeypatch, capsys):
     cache = tmp_path / "xdg"
     (cache / "smolvla_ros").mkdir(parents=True)
-    (cache / "smolvla_ros" / f"demo-tiny-{demo.GENERATED_VERSION}").symlink_to(tiny_checkpoint)
+    (cache / "smolvla_ros" / f"demo-tiny-{GENERATED_VERSION}").symlink_to(demo_checkpoint)
     monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
     reports = tmp_path / "reports"
 
@@ -53,7 +55,7 @@ def test_tiny_demo_writes_its_report(tiny_checkpoint, tmp_path, monkeypatch, cap
     assert summary["executed_steps"] > 0
     latency = summary["inference_latency_s"]
     assert 0 < latency["min"] <= latency["median"] <= latency["max"]
-    assert set(summary["joint_motion_range_rad"]) == set(demo.JOINTS)
+    assert set(summary["joint_motion_range_rad"]) == set(SO101_JOINTS)
     assert max(summary["joint_motion_range_rad"].values()) > 0.01, "the simulated arm did not move"
 
     plot = cv2.imread(str(report / summary["plot"]))

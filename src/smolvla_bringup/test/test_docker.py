@@ -86,11 +86,21 @@ def test_copied_files_exist_and_versions_come_from_requirements(dockerfile: Path
     assert base and ":" in base[0], f"{dockerfile.name}: the base image must be a pinned ARG BASE_IMAGE"
 
 
-def test_robot_image_stays_free_of_torch():
+def test_robot_image_stays_free_of_torch_and_the_policy_image_of_the_servo_sdk():
+    """What each image installs is checked against what its programs import in test_architecture.py;
+    here the plain reading of the files: no policy side in the robot image, no robot side in the other."""
     robot = (DOCKER / "Dockerfile.robot").read_text()
-    assert "policy.txt" not in robot and "--packages-skip smolvla_policy" in robot
-    pins = (REPO / "requirements" / "robot.txt").read_text()
-    assert not re.search(r"^(torch|transformers)\b", pins, re.MULTILINE)
+    policy = (DOCKER / "Dockerfile.policy").read_text()
+    assert "policy.txt" not in robot and "src/smolvla_policy" not in robot and "COPY src/ " not in robot
+    assert "robot.txt" not in policy and "src/so100_driver" not in policy and "COPY src/ " not in policy
+    for side, text in (("robot", robot), ("policy", policy)):
+        assert "sim.txt" not in text and "nodeps.txt" not in text, (
+            f"{side}: MuJoCo is for development machines"
+        )
+    pins = (REPO / "requirements" / "robot.txt").read_text() + (
+        REPO / "requirements" / "common.txt"
+    ).read_text()
+    assert not re.search(r"^(torch|transformers|mujoco)\b", pins, re.MULTILINE)
 
 
 def test_compose_services_point_at_real_files():

@@ -26,7 +26,8 @@ def _yaml_sections(path) -> dict[str, dict]:
     assert all("ros__parameters" in body for body in data.values()), (
         f"{path.name}: a section lacks ros__parameters"
     )
-    return {node: body["ros__parameters"] for node, body in data.items()}
+    assert all(node.startswith("/**/") for node in data), f"{path.name}: sections must be /**/<node>"
+    return {node.removeprefix("/**/"): body["ros__parameters"] for node, body in data.items()}
 
 
 def _same(a, b) -> bool:
@@ -142,8 +143,8 @@ def test_arguments_convert_and_refuse_clearly():
     assert args[-4:] == ["-p", "rate_hz:=30.0", "-p", "mode:=sync"]
 
 
-def test_sim_and_real_graph_parameters_are_declared(tiny_checkpoint, tmp_path):
-    from so100_driver.calibration import ArmCalibration, MotorCalibration, save_calibration
+def test_sim_and_real_graph_parameters_are_declared(demo_checkpoint, tmp_path):
+    from smolvla_common.calibration import ArmCalibration, MotorCalibration, save_calibration
     from so100_driver.emulator import BusEmulator
     from so100_driver.emulator.presets import preset_motors
 
@@ -158,7 +159,7 @@ def test_sim_and_real_graph_parameters_are_declared(tiny_checkpoint, tmp_path):
     nodes_by_spec: dict = {}
     problems: list[str] = []
 
-    sim_args = {"checkpoint": str(tiny_checkpoint), "fps": "25", "camera_fps": "10"}
+    sim_args = {"checkpoint": str(demo_checkpoint), "fps": "25", "camera_fps": "10"}
     runner, nodes = _started("sim", sim_args)
     try:
         assert sorted(nodes) == ["arm", "chunk_visualizer", "executor", "policy"]
@@ -170,7 +171,7 @@ def test_sim_and_real_graph_parameters_are_declared(tiny_checkpoint, tmp_path):
 
     with BusEmulator(preset="so101_follower", calibration=calibration_file) as emulator:
         real_args = {
-            "checkpoint": str(tiny_checkpoint),
+            "checkpoint": str(demo_checkpoint),
             "port": emulator.port,
             "calibration_file": calibration_file,
             "top_camera": video,
@@ -193,7 +194,7 @@ def test_sim_and_real_graph_parameters_are_declared(tiny_checkpoint, tmp_path):
             robot_args = {k: v for k, v in real_args.items() if k != "checkpoint"}
             problems += _check_graph("robot", nodes_by_spec, robot_args, values=False)
             problems += _check_graph(
-                "policy", nodes_by_spec, {"checkpoint": str(tiny_checkpoint)}, values=False
+                "policy", nodes_by_spec, {"checkpoint": str(demo_checkpoint)}, values=False
             )
             assert nodes["camera_top"].get_parameter("name").value == "top"
         finally:

@@ -86,7 +86,6 @@ def test_robot_description_is_the_so101_with_resolvable_meshes():
 def test_rviz_config_shows_the_chunk_markers_arm_and_cameras():
     import yaml
 
-    from smolvla_bringup.chunk_visualizer_node import DEFAULTS
     from smolvla_bringup.kinematics import so101_model
 
     config = yaml.safe_load((Path(__file__).resolve().parents[1] / "rviz" / "smolvla.rviz").read_text())
@@ -95,12 +94,11 @@ def test_rviz_config_shows_the_chunk_markers_arm_and_cameras():
     images = {d["Topic"]["Value"] for d in displays.values() if d["Class"] == "rviz_default_plugins/Image"}
     assert images == {"/cameras/top/image_raw", "/cameras/wrist/image_raw"}
     (markers,) = [d for d in displays.values() if d["Class"] == "rviz_default_plugins/MarkerArray"]
-    shipped = yaml.safe_load((graph.config_dir() / "visualizer.yaml").read_text())
-    topic = shipped["chunk_visualizer"]["ros__parameters"]["markers_topic"]
-    assert markers["Enabled"] and markers["Topic"]["Value"] == topic == DEFAULTS["markers_topic"]
+    # the visualizer's topics in the root namespace (RViz shows the graph started without --namespace)
+    assert markers["Enabled"] and markers["Topic"]["Value"] == "/smolvla/chunk_markers"
     assert set(markers["Namespaces"]) == {"measured", "ghost", "tip_path", "tip_points"}
     (robot_model,) = [d for d in displays.values() if d["Class"] == "rviz_default_plugins/RobotModel"]
-    assert robot_model["Description Topic"]["Value"] == DEFAULTS["robot_description_topic"]
+    assert robot_model["Description Topic"]["Value"] == "/robot_description"
     assert robot_model["TF Prefix"] == ""
     # the markers are in the URDF's root frame, so that is the fixed frame (no TF needed)
     assert manager["Global Options"]["Fixed Frame"] == so101_model().root

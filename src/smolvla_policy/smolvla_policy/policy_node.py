@@ -17,27 +17,30 @@ import threading
 import time
 
 import numpy as np
-from builtin_interfaces.msg import Duration, Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import String
-from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
+from smolvla_common.calibration import load_calibration
+from smolvla_common.chunk import Chunk, chunk_msg
+from smolvla_common.joints import GRIPPER, SO101_JOINTS
+from smolvla_common.node_main import run_node
+from smolvla_common.parameters import declare_parameters, require
+from smolvla_common.qos import RELIABLE, sensor_qos
+from smolvla_common.timeutil import duration_msg, seconds
 from smolvla_msgs.msg import ActionChunk, ChunkRequest, PolicyStatus
 from smolvla_policy.runtime import (
-    SO101_JOINTS,
     CheckpointInfo,
-    Chunk,
+    InferredChunk,
     Observation,
     PendingActions,
     PolicyRuntime,
     RuntimeConfig,
     resolve_device,
 )
-from so100_driver.node_main import run_node
+from smolvla_policy.runtime.observation import assemble_observation
 
 STATE_NAMES = {
     PolicyStatus.STATE_LOADING: "loading",
@@ -46,10 +49,9 @@ STATE_NAMES = {
     PolicyStatus.STATE_ERROR: "error",
 }
 TRIGGERS = ("request", "continuous")
-RELIABILITY = {"best_effort": ReliabilityPolicy.BEST_EFFORT, "reliable": ReliabilityPolicy.RELIABLE}
 RETRY_PERIOD_S = 0.1  # a refused request is retried on fresher data at most this often
 
-# name: (default, description). String lists default to [] and are declared as STRING_ARRAY.
+# name: (default, description). String lists default to [].
 PARAMETERS: dict[str, tuple[object, str]] = {
     "checkpoint": ("", "LeRobot SmolVLA checkpoint folder or hub repo id (required)"),
     "vlm_path": (
@@ -60,17 +62,17 @@ PARAMETERS: dict[str, tuple[object, str]] = {
     "dtype": ("float32", "float32 | bfloat16 (bfloat16 on GPU is LeRobot's layout)"),
     "policy_id": ("", "name reported in chunks and status; default: the checkpoint"),
     "cameras": ([], "camera names, optionally name:feature (e.g. top, or cam0:observation.images.top)"),
-    "camera_topics": ([], "one topic per camera; default /cameras/<name>/image_raw; */compressed = jpeg"),
+    "camera_topics": ([], "one topic per camera; default cameras/<name>/image_raw; */compressed = jpeg"),
     "compressed_cameras": ([], "cameras subscribed as sensor_msgs/CompressedImage whatever their topic"),
-    "joint_names": (list(SO101_JOINTS), "joints of /joint_states fed to the policy, in checkpoint order"),
+    "joint_names": (list(SO101_JOINTS), "joints of joint_states fed to the policy, in checkpoint order"),
     "units": ("degrees", "checkpoint joint units: degrees (LeRobot degree mode) | range | radians"),
     "joint_units": ([], "per-joint override of units: rad | deg | range_m100_100 | range_0_100"),
-    "gripper_joint": ("gripper", "joint kept in LeRobot's 0..100 range by the degrees and range modes"),
+    "gripper_joint": (GRIPPER, "joint kept in LeRobot's 0..100 range by the degrees and range modes"),
     "calibration_file": ("", "LeRobot calibration JSON of the arm (needed for the gripper and range mode)"),
     "units_check": ("strict", "checkpoint stats vs units: strict (refuse) | warn | off"),
-    "task": ("", "default instruction, used while /instruction has not given one"),
+    "task": ("", "default instruction, used while instruction has not given one"),
     "max_task_chars": (1000, "longest accepted instruction"),
-    "trigger": ("request", "request: answer /smolvla/request | continuous: infer back to back"),
+    "trigger": ("request", "request: answer smolvla/request | continuous: infer back to back"),
     "continuous_period_s": (0.0, "continuous mode: minimum time between inference starts"),
     "max_observation_age_s": (0.5, "refuse images/joint states older than this (0 = no limit)"),
     "request_timeout_s": (1.0, "keep retrying a refused request on fresher data for this long"),
@@ -85,61 +87,38 @@ PARAMETERS: dict[str, tuple[object, str]] = {
 }
 
 
-def to_seconds(stamp: Time) -> float:
-    return stamp.sec + stamp.nanosec * 1e-9
-
-
-def to_duration(seconds: float) -> Duration:
-    nanoseconds = max(0, round(seconds * 1e9))
-    return Duration(sec=nanoseconds // 1_000_000_000, nanosec=nanoseconds % 1_000_000_000)
-
-
-def to_time(seconds: float) -> Time:
-    nanoseconds = max(0, round(seconds * 1e9))
-    return Time(sec=nanoseconds // 1_000_000_000, nanosec=nanoseconds % 1_000_000_000)
-
-
-def read_parameters(values: dict[str, object]) -> tuple[dict[str, object], list[str]]:
-    """Parameter values converted to their defaults' types; (values, errors naming each bad parameter)."""
-    out: dict[str, object] = {}
-    errors: list[str] = []
-    for name, (default, _) in PARAMETERS.items():
-        value = values.get(name)
-        out[name] = default
-        if value is None:
-            continue
-        if isinstance(default, bool):
-            ok = isinstance(value, bool)
-        elif isinstance(default, int):
-            ok = isinstance(value, int) and not isinstance(value, bool)
-            ok = ok or (isinstance(value, float) and value.is_integer())
-            value = int(value) if ok else value
-        elif isinstance(default, float):
-            ok = isinstance(value, int | float) and not isinstance(value, bool)
-            value = float(value) if ok else value
-        elif isinstance(default, list):
-            ok = isinstance(value, list | tuple) and all(isinstance(v, str) for v in value)
-            value = list(value) if ok else value
-        else:
-            ok = isinstance(value, str)
-        if ok:
-            out[name] = value
-        else:
-            errors.append(f"parameter {name} must be {type(default).__name__}, got {value!r}")
-    return out, errors
+def camera_map(cameras: list[str], topics: list[str]) -> tuple[dict[str, str], dict[str, str]]:
+    """(camera -> checkpoint feature, camera -> topic) from the parameters cameras and camera_topics."""
+    require(
+        not topics or len(topics) == len(cameras),
+        "camera_topics",
+        f"one topic per camera {cameras}, or none",
+        topics,
+    )
+    features: dict[str, str] = {}
+    camera_topics: dict[str, str] = {}
+    for i, entry in enumerate(cameras):
+        name, _, feature = str(entry).partition(":")
+        name, feature = name.strip(), feature.strip() or name.strip()
+        require(bool(name) and name not in features, "cameras", "distinct, non-empty camera names", cameras)
+        features[name] = feature
+        camera_topics[name] = topics[i] if topics else f"cameras/{name}/image_raw"
+    return features, camera_topics
 
 
 class PolicyNode(Node):
+    """Threads: subscription callbacks on the node's executor only store the newest inputs; the worker
+    thread loads the model and runs every inference, so the executor is never blocked by the model."""
+
     def __init__(self, **kwargs):
-        super().__init__("smolvla_policy", **kwargs)
-        # Dynamic typing: YAML's `fps: 30` (an int) is accepted for a float, and a wrong type is a clear ERROR
-        # status instead of an exception in the constructor.
-        for name, (default, description) in PARAMETERS.items():
-            descriptor = ParameterDescriptor(description=description, dynamic_typing=True)
-            self.declare_parameter(name, default if default != [] else None, descriptor)
-        self.p, parameter_errors = read_parameters(
-            {name: self.get_parameter(name).value for name in PARAMETERS}
-        )
+        super().__init__(kwargs.pop("node_name", "policy"), **kwargs)
+        defaults = {name: default for name, (default, _) in PARAMETERS.items()}
+        descriptions = {name: description for name, (_, description) in PARAMETERS.items()}
+        self.p = declare_parameters(self, defaults, descriptions)
+        require(self.p["trigger"] in TRIGGERS, "trigger", f"one of {TRIGGERS}", self.p["trigger"])
+        self.camera_features, self.camera_topics = camera_map(self.p["cameras"], self.p["camera_topics"])
+        unknown = [c for c in self.p["compressed_cameras"] if c not in self.camera_features]
+        require(not unknown, "compressed_cameras", f"cameras among {list(self.camera_features)}", unknown)
         self.policy_id = self.p["policy_id"] or self.p["checkpoint"]
         self.device_name = f"{self.p['device']}/{self.p['dtype']}"
 
@@ -158,65 +137,31 @@ class PolicyNode(Node):
         self.last_age = 0.0
         self.last_latency = 0.0
         self.last_image_ages: dict[str, float] = {}
-        self.last_chunk: Chunk | None = None
+        self.last_chunk: InferredChunk | None = None
         self.chunk_id = 0
 
-        reliable = QoSProfile(
-            history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE
-        )
-        self.chunk_pub = self.create_publisher(ActionChunk, "/smolvla/action_chunk", reliable)
-        self.status_pub = self.create_publisher(PolicyStatus, "/smolvla/policy_status", reliable)
-        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", reliable)
-        self.camera_topics: dict[str, str] = {}
-        self.camera_features: dict[str, str] = {}
-        try:
-            if parameter_errors:
-                raise ValueError("; ".join(parameter_errors))
-            self._subscribe()
-        except ValueError as exc:
-            self._set_state(PolicyStatus.STATE_ERROR, f"configuration error: {exc}")
+        self.chunk_pub = self.create_publisher(ActionChunk, "smolvla/action_chunk", RELIABLE)
+        self.status_pub = self.create_publisher(PolicyStatus, "smolvla/policy_status", RELIABLE)
+        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", RELIABLE)
+        self._subscribe()
         self.create_timer(max(0.05, float(self.p["status_period_s"])), self._publish_periodic)
         self._worker = threading.Thread(target=self._work, name="smolvla_policy_worker", daemon=True)
-        if self.state != PolicyStatus.STATE_ERROR:
-            self._set_state(PolicyStatus.STATE_LOADING, f"loading {self.policy_id}")
-            self._worker.start()
+        self._set_state(PolicyStatus.STATE_LOADING, f"loading {self.policy_id}")
+        self._worker.start()
 
     # ------------------------------------------------------------------------------------------- setup
 
     def _subscribe(self) -> None:
         p = self.p
-        if p["trigger"] not in TRIGGERS:
-            raise ValueError(f"parameter trigger is {p['trigger']!r}; expected one of {TRIGGERS}")
-        if p["sensor_qos"] not in RELIABILITY:
-            raise ValueError(
-                f"parameter sensor_qos is {p['sensor_qos']!r}; expected one of {tuple(RELIABILITY)}"
-            )
-        topics = p["camera_topics"]
-        if topics and len(topics) != len(p["cameras"]):
-            raise ValueError(
-                f"camera_topics has {len(topics)} entries for {len(p['cameras'])} cameras {p['cameras']}; "
-                "give one topic per camera or none"
-            )
-        for i, entry in enumerate(p["cameras"]):
-            name, _, feature = str(entry).partition(":")
-            name, feature = name.strip(), feature.strip() or name.strip()
-            if not name or name in self.camera_features:
-                raise ValueError(f"parameter cameras: empty or repeated camera name in {p['cameras']}")
-            self.camera_features[name] = feature
-            self.camera_topics[name] = topics[i] if topics else f"/cameras/{name}/image_raw"
-        unknown = [c for c in p["compressed_cameras"] if c not in self.camera_features]
-        if unknown:
-            raise ValueError(f"compressed_cameras {unknown} are not in cameras {list(self.camera_features)}")
-        sensor = QoSProfile(
-            history=HistoryPolicy.KEEP_LAST, depth=1, reliability=RELIABILITY[p["sensor_qos"]]
-        )
+        sensor = sensor_qos(p["sensor_qos"])
         for name, topic in self.camera_topics.items():
             compressed = topic.rstrip("/").endswith("/compressed") or name in p["compressed_cameras"]
             msg_type = CompressedImage if compressed else Image
-            self.create_subscription(
+            subscription = self.create_subscription(
                 msg_type, topic, lambda msg, name=name: self._on_image(name, msg), sensor
             )
-        self.create_subscription(JointState, "/joint_states", self._on_joint_state, sensor)
+            self.camera_topics[name] = subscription.topic_name  # resolved: errors name the real topic
+        self.create_subscription(JointState, "joint_states", self._on_joint_state, sensor)
         # Two instruction subscriptions: transient-local receives the latched instruction of a transient-local
         # publisher after a late start; volatile also matches plain publishers (e.g. `ros2 topic pub`).
         for durability in (DurabilityPolicy.TRANSIENT_LOCAL, DurabilityPolicy.VOLATILE):
@@ -226,21 +171,12 @@ class PolicyNode(Node):
                 reliability=ReliabilityPolicy.RELIABLE,
                 durability=durability,
             )
-            self.create_subscription(String, "/instruction", self._on_instruction, qos)
-        self.create_subscription(
-            ChunkRequest,
-            "/smolvla/request",
-            self._on_request,
-            QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE),
-        )
+            self.create_subscription(String, "instruction", self._on_instruction, qos)
+        self.create_subscription(ChunkRequest, "smolvla/request", self._on_request, RELIABLE)
 
     def _runtime_config(self) -> RuntimeConfig:
         p = self.p
-        calibration = None
-        if p["calibration_file"]:
-            from so100_driver.calibration import load_calibration
-
-            calibration = load_calibration(p["calibration_file"])
+        calibration = load_calibration(p["calibration_file"]) if p["calibration_file"] else None
         return RuntimeConfig(
             cameras=dict(self.camera_features),
             joint_names=list(p["joint_names"]),
@@ -399,43 +335,14 @@ class PolicyNode(Node):
         self._set_state(PolicyStatus.STATE_READY, f"observation refused: {reason}")
         return False
 
-    def _snapshot(self, request: ChunkRequest | None) -> tuple[Observation | None, Time | None, str]:
-        """The newest inputs as an Observation (images decoded here, on the worker), or a refusal reason."""
-        from so100_driver.image_conversion import ImageConversionError, msg_to_rgb
-
+    def _snapshot(self, request: ChunkRequest | None) -> tuple[Observation | None, object, str]:
+        """The newest inputs as an Observation (images decoded here, on the worker), its joint state's stamp,
+        or a refusal reason."""
         with self._lock:
             joint_state, images, instruction = self._joint_state, dict(self._images), self._instruction
-        if joint_state is None:
-            return None, None, "no joint state received on /joint_states"
-        if len(joint_state.position) != len(joint_state.name):
-            return (
-                None,
-                None,
-                (
-                    f"/joint_states has {len(joint_state.name)} names but "
-                    f"{len(joint_state.position)} positions"
-                ),
-            )
-        rgb: dict[str, np.ndarray] = {}
-        stamps: dict[str, float] = {}
-        for camera, topic in self.camera_topics.items():
-            msg = images.get(camera)
-            if msg is None:
-                return None, None, f"no image received from camera {camera!r} on {topic}"
-            try:
-                rgb[camera] = msg_to_rgb(msg)
-            except (ImageConversionError, ValueError) as exc:
-                return None, None, f"camera {camera!r} on {topic}: {exc}"
-            stamps[camera] = to_seconds(msg.header.stamp)
-        task = request.task if request is not None and request.task.strip() else instruction
-        observation = Observation(
-            images=rgb,
-            joint_positions=dict(zip(joint_state.name, joint_state.position, strict=True)),
-            stamp=to_seconds(joint_state.header.stamp),
-            task=task,
-            image_stamps=stamps,
-        )
-        return observation, joint_state.header.stamp, ""
+        task = request.task if request is not None else ""
+        observation, reason = assemble_observation(joint_state, images, instruction, self.camera_topics, task)
+        return observation, joint_state.header.stamp if observation else None, reason
 
     def _pending(self, request: ChunkRequest | None) -> PendingActions | None:
         """RTC guidance: the request's pending actions; in continuous mode, the last chunk published."""
@@ -446,12 +353,12 @@ class PolicyNode(Node):
             return PendingActions(last.joint_names, last.stamp + last.time_from_start(), last.positions)
         if not request.pending.points:
             return None
-        start = to_seconds(request.header.stamp)
+        start = seconds(request.header.stamp)
         points = request.pending.points
         try:
             return PendingActions(
                 joint_names=list(request.pending.joint_names),
-                times=np.array([start + to_seconds(p.time_from_start) for p in points]),
+                times=np.array([start + seconds(p.time_from_start) for p in points]),
                 positions=np.array([list(p.positions) for p in points], dtype=np.float64),
             )
         except ValueError:  # ragged positions: reported by the runtime as malformed
@@ -459,20 +366,13 @@ class PolicyNode(Node):
 
     # ------------------------------------------------------------------------------------------- output
 
-    def _publish_chunk(self, chunk: Chunk, stamp: Time, request: ChunkRequest | None) -> None:
+    def _publish_chunk(self, chunk: InferredChunk, stamp, request: ChunkRequest | None) -> None:
         self.chunk_id += 1
-        msg = ActionChunk(chunk_id=self.chunk_id, request_id=request.request_id if request else 0)
-        msg.header.stamp = stamp
-        msg.task = chunk.task
-        msg.policy_id = self.policy_id
-        msg.trajectory = JointTrajectory(joint_names=list(chunk.joint_names))
-        msg.trajectory.points = [
-            JointTrajectoryPoint(positions=row.tolist(), time_from_start=to_duration(t))
-            for row, t in zip(chunk.positions, chunk.time_from_start(), strict=True)
-        ]
-        msg.dt = to_duration(chunk.dt)
-        msg.inference_start = to_time(chunk.inference_start)
-        msg.inference_latency = to_duration(chunk.latency)
+        request_id = request.request_id if request else 0
+        plain = Chunk.regular(
+            self.chunk_id, request_id, chunk.stamp, chunk.dt, chunk.joint_names, chunk.positions
+        )
+        msg = chunk_msg(plain, stamp, chunk.task, self.policy_id, chunk.inference_start, chunk.latency)
         self._publish(self.chunk_pub, msg)
         with self._lock:
             self.counters["chunks_published"] += 1
@@ -506,8 +406,8 @@ class PolicyNode(Node):
             msg.requests_received = self.counters["requests_received"]
             msg.chunks_published = self.counters["chunks_published"]
             msg.observations_refused = self.counters["observations_refused"]
-            msg.last_observation_age = to_duration(max(0.0, self.last_age))
-            msg.last_inference_latency = to_duration(self.last_latency)
+            msg.last_observation_age = duration_msg(max(0.0, self.last_age))
+            msg.last_inference_latency = duration_msg(self.last_latency)
         msg.header.stamp = self.get_clock().now().to_msg()
         self._publish(self.status_pub, msg)
 

@@ -3,11 +3,14 @@
 Run it with ``use_sim_time:=true`` next to the policy node and the executor (shadow mode) while a bag plays
 with ``/clock`` (``smolvla-play`` or ``ros2 bag play --clock``). It collects:
 
-- ``/smolvla/action_chunk``: every chunk (stamp, dt, positions in rad, measured inference latency, task);
-- the ground-truth topic (``/joint_commands`` from the bag, or ``/leader/joint_states``);
-- the executor's shadow commands (``/smolvla_executor/shadow_command``): what would have been sent, compared
-  with the recorded commands as an extra ``executor`` section;
-- ``/smolvla/executor_status``: idle ticks and the executor's own boundary-jump measurement.
+- ``smolvla/action_chunk``: every chunk (stamp, dt, positions in rad, measured inference latency, task);
+- the ground truth ``ground_truth`` (remap it: ``joint_commands`` from the bag by default, or
+  ``leader/joint_states`` with ``ground_truth_type: JointState``);
+- the executor's shadow commands (``executor/shadow_command``, the executor node's private topic): what
+  would have been sent, compared with the recorded commands as an extra ``executor`` section;
+- ``smolvla/executor_status``: idle ticks and the executor's own boundary-jump measurement.
+
+Topics are relative: run the replay graph in a namespace, or remap them.
 
 ``~/write_report`` (std_srvs/Trigger) writes ``report.json`` / ``.md`` / ``.html`` + plots to ``out_dir`` with
 the same metrics as the offline path (:mod:`smolvla_policy.evaluation`); it is also written on shutdown when
@@ -29,17 +32,32 @@ from sensor_msgs.msg import JointState
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
+from smolvla_common import bags
+from smolvla_common.chunk import chunk_from_msg
+from smolvla_common.joints import SO101_JOINTS
+from smolvla_common.node_main import run_node
+from smolvla_common.parameters import declare_parameters, require
+from smolvla_common.timeutil import nanoseconds, seconds
 from smolvla_msgs.msg import ActionChunk, ExecutorStatus
-from smolvla_policy import bags
-from smolvla_policy.evaluation import EvaluationResult, make_records, write_report
-from smolvla_policy.metrics import compute_metrics
-from smolvla_policy.runtime import Chunk
-from so100_driver.node_main import run_node
+from smolvla_policy.evaluation import EvaluationResult, make_record, write_report
+from smolvla_policy.metrics import ChunkRecord, compute_metrics
+
+PARAMETERS = {
+    "out_dir": "reports/replay",
+    "ground_truth_type": "JointTrajectory",
+    "joint_names": list(SO101_JOINTS),
+    "bag": "",  # informative: the bag being replayed, named in the report
+    "plots": True,
+}
+GROUND_TRUTH_TYPES = {
+    "JointTrajectory": (JointTrajectory, bags.JOINT_TRAJECTORY),
+    "JointState": (JointState, bags.JOINT_STATE),
+}
 
 
 @dataclass
 class _Received:
-    """A message as :func:`smolvla_policy.bags.joint_series` reads it (duck-typed on rclpy messages)."""
+    """A message as :func:`smolvla_common.bags.joint_series` reads it (duck-typed on rclpy messages)."""
 
     topic: str
     msgtype: str
@@ -47,48 +65,33 @@ class _Received:
     msg: object
 
 
-def _seconds(value) -> float:
-    return value.sec + value.nanosec * 1e-9
+@dataclass
+class _LiveChunk:
+    """A chunk as published: plain arrays plus the latency and task it carries."""
 
-
-def chunk_from_msg(msg: ActionChunk) -> Chunk:
-    """An ActionChunk message as a runtime :class:`Chunk` (rad; action i at stamp + i * dt)."""
-    positions = np.array([list(p.positions) for p in msg.trajectory.points], dtype=np.float64)
-    return Chunk(
-        joint_names=list(msg.trajectory.joint_names),
-        positions=positions.reshape(len(msg.trajectory.points), len(msg.trajectory.joint_names)),
-        dt=_seconds(msg.dt),
-        stamp=_seconds(msg.header.stamp),
-        task=msg.task,
-        inference_start=_seconds(msg.inference_start),
-        latency=_seconds(msg.inference_latency),
-        observation_age=_seconds(msg.inference_start) - _seconds(msg.header.stamp),
-        checkpoint_actions=positions,
-    )
+    joint_names: tuple[str, ...]
+    positions: np.ndarray
+    stamp: float
+    dt: float
+    latency: float
+    task: str
 
 
 class ReplayEvaluatorNode(Node):
     def __init__(self, **kwargs):
-        super().__init__("smolvla_replay_evaluator", **kwargs)
-        self.declare_parameter("out_dir", "reports/replay")
-        self.declare_parameter("ground_truth_topic", "/joint_commands")
-        self.declare_parameter("ground_truth_type", "JointTrajectory")
-        self.declare_parameter("chunk_topic", "/smolvla/action_chunk")
-        self.declare_parameter("shadow_topic", "/smolvla_executor/shadow_command")
-        self.declare_parameter("executor_status_topic", "/smolvla/executor_status")
-        self.declare_parameter("joint_names", list(bags.SO101_JOINTS))
-        self.declare_parameter("bag", "")  # informative: the bag being replayed, named in the report
-        self.declare_parameter("plots", True)
-        self.out_dir = Path(self.get_parameter("out_dir").value)
-        self.joint_names = list(self.get_parameter("joint_names").value)
-        self.gt_topic = self.get_parameter("ground_truth_topic").value
-        gt_type = self.get_parameter("ground_truth_type").value
-        if gt_type not in ("JointTrajectory", "JointState"):
-            raise ValueError(
-                f"parameter ground_truth_type is {gt_type!r}; expected JointTrajectory or JointState"
-            )
+        super().__init__(kwargs.pop("node_name", "replay_evaluator"), **kwargs)
+        p = declare_parameters(self, PARAMETERS)
+        require(
+            p["ground_truth_type"] in GROUND_TRUTH_TYPES,
+            "ground_truth_type",
+            "JointTrajectory or JointState",
+            p["ground_truth_type"],
+        )
+        self.params = p
+        self.out_dir = Path(p["out_dir"])
+        self.joint_names = list(p["joint_names"])
         self._lock = threading.Lock()
-        self.chunks: dict[int, Chunk] = {}  # observation stamp (ns) -> first chunk for it
+        self.chunks: dict[int, _LiveChunk] = {}  # observation stamp (ns) -> first chunk for it
         self.truth: list[_Received] = []
         self.shadow: list[_Received] = []
         self.status: ExecutorStatus | None = None
@@ -100,21 +103,15 @@ class ReplayEvaluatorNode(Node):
         sensor = QoSProfile(
             history=HistoryPolicy.KEEP_LAST, depth=100, reliability=ReliabilityPolicy.BEST_EFFORT
         )
-        self.create_subscription(
-            ActionChunk, self.get_parameter("chunk_topic").value, self._on_chunk, reliable
-        )
-        if gt_type == "JointTrajectory":  # commands are published reliable (the executor, the bag player)
-            self.create_subscription(
-                JointTrajectory, self.gt_topic, self._on_truth(bags.JOINT_TRAJECTORY), reliable
-            )
-        else:
-            self.create_subscription(JointState, self.gt_topic, self._on_truth(bags.JOINT_STATE), sensor)
-        self.create_subscription(
-            JointTrajectory, self.get_parameter("shadow_topic").value, self._on_shadow, reliable
-        )
-        self.create_subscription(
-            ExecutorStatus, self.get_parameter("executor_status_topic").value, self._on_status, reliable
-        )
+        self.create_subscription(ActionChunk, "smolvla/action_chunk", self._on_chunk, reliable)
+        gt_class, gt_type = GROUND_TRUTH_TYPES[p["ground_truth_type"]]
+        # commands are published reliable (the executor, the bag player), joint states best effort
+        qos = reliable if gt_class is JointTrajectory else sensor
+        self.gt_topic = "joint_commands" if gt_class is JointTrajectory else "leader/joint_states"
+        self.gt_topic = self.resolve_topic_name(self.gt_topic)
+        self.create_subscription(gt_class, self.gt_topic, self._on_truth(gt_type), qos)
+        self.create_subscription(JointTrajectory, "executor/shadow_command", self._on_shadow, reliable)
+        self.create_subscription(ExecutorStatus, "smolvla/executor_status", self._on_status, reliable)
         self.create_service(Trigger, "~/write_report", self._on_write_report)
         self.report_path: Path | None = None
         self.policy_id = ""
@@ -122,8 +119,16 @@ class ReplayEvaluatorNode(Node):
     # ---------------------------------------------------------------------------------------- callbacks
 
     def _on_chunk(self, msg: ActionChunk) -> None:
-        chunk = chunk_from_msg(msg)
-        key = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+        plain = chunk_from_msg(msg)
+        chunk = _LiveChunk(
+            plain.joint_names,
+            plain.positions,
+            plain.stamp,
+            plain.dt,
+            seconds(msg.inference_latency),
+            msg.task,
+        )
+        key = nanoseconds(msg.header.stamp)
         with self._lock:
             if self.wall_start is None:
                 self.wall_start = time.monotonic()
@@ -160,10 +165,10 @@ class ReplayEvaluatorNode(Node):
             raise ValueError(f"fewer than 2 ground-truth messages received on {self.gt_topic}")
         truth = bags.joint_series(truth_msgs, self.joint_names, self.gt_topic)
         result = EvaluationResult(
-            bag=self.get_parameter("bag").value or "live replay",
+            bag=self.params["bag"] or "live replay",
             policy_id=self.policy_id or "live policy node",
             joint_names=self.joint_names,
-            records=make_records(chunks, truth),
+            records=[self._record(c, truth) for c in chunks],
             truth=truth,
             samples=len(chunks),
             wall_time_s=wall,
@@ -190,10 +195,12 @@ class ReplayEvaluatorNode(Node):
             result.metrics["executor"] = executor
         return result
 
+    @staticmethod
+    def _record(c: _LiveChunk, truth) -> ChunkRecord:
+        return make_record(c.joint_names, c.positions, c.stamp, c.dt, c.latency, c.task, truth)
+
     def write(self) -> Path:
-        self.report_path = write_report(
-            self.result(), self.out_dir, plots=bool(self.get_parameter("plots").value)
-        )
+        self.report_path = write_report(self.result(), self.out_dir, plots=self.params["plots"])
         self.get_logger().info(f"replay report written to {self.report_path.parent}")
         return self.report_path
 

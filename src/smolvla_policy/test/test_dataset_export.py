@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from smolvla_policy import bags
-from smolvla_policy.dataset_export import ExportSettings, export_dataset, main
+import synthetic_bags
+from smolvla_policy.dataset import ExportSettings, export_dataset, main
 
 CAMERAS = {"top": "/cameras/top/image_raw", "wrist": "/cameras/wrist/image_raw"}
 RANGE_MIN, RANGE_MAX = 1000, 3000  # every joint's range in the `calibration_file` fixture
@@ -31,8 +31,10 @@ REPO_ROOT = Path(__file__).resolve().parents[3]
 def recordings(tmp_path_factory):
     root = tmp_path_factory.mktemp("recordings")
     return [
-        bags.write_synthetic_bag(root / "ep0", "mcap", duration_s=2.0, task="pick up the cube"),
-        bags.write_synthetic_bag(root / "ep1", "sqlite3", duration_s=1.0, task="put the cube in the box"),
+        synthetic_bags.write_synthetic_bag(root / "ep0", "mcap", duration_s=2.0, task="pick up the cube"),
+        synthetic_bags.write_synthetic_bag(
+            root / "ep1", "sqlite3", duration_s=1.0, task="put the cube in the box"
+        ),
     ]
 
 
@@ -119,8 +121,8 @@ def test_export_reads_back_with_the_same_frames_states_actions_and_tasks(
     frame_times = np.concatenate([np.arange(n) / FPS for n in episode_lengths])
     assert np.allclose(data["timestamp"], frame_times, atol=1e-6)
     # Frame k at t = k / fps: state = the arm (following the command 1/30 s late), action = the command at t.
-    expected_state = lerobot_units(bags.synthetic_command(frame_times - 1 / 30), units)
-    expected_action = lerobot_units(bags.synthetic_command(frame_times), units)
+    expected_state = lerobot_units(synthetic_bags.synthetic_command(frame_times - 1 / 30), units)
+    expected_action = lerobot_units(synthetic_bags.synthetic_command(frame_times), units)
     assert np.allclose(data["observation.state"], expected_state, atol=1e-4)
     assert np.allclose(data["action"], expected_action, atol=1e-4)
     if units == "range":
@@ -136,7 +138,7 @@ def test_export_reads_back_with_the_same_frames_states_actions_and_tasks(
                 decoded = frames[round(ts * FPS)]
                 assert times[round(ts * FPS)] == pytest.approx(ts, abs=1e-6)
                 # The camera runs at 15 fps: frame k shows the newest image at or before k / 30.
-                expected = bags.synthetic_image(math.floor(k / FPS * 15 + 1e-6) / 15, index)
+                expected = synthetic_bags.synthetic_image(math.floor(k / FPS * 15 + 1e-6) / 15, index)
                 assert np.array_equal(decoded, expected), (camera, row, k)
 
     episodes = ds["episodes"]
@@ -181,7 +183,7 @@ print(json.dumps({"len": len(ds), "episodes": ds.meta.total_episodes, "tasks": l
     assert loaded["episode"] == 1
     assert np.allclose(
         loaded["state"],
-        lerobot_units(bags.synthetic_command(np.array([5 / FPS - 1 / 30])), "degrees")[0],
+        lerobot_units(synthetic_bags.synthetic_command(np.array([5 / FPS - 1 / 30])), "degrees")[0],
         atol=1e-4,
     )
     assert loaded["video_keys"] == ["observation.images.top", "observation.images.wrist"]
@@ -209,7 +211,7 @@ def test_default_av1_export_decodes_close_to_the_recording(recordings, calibrati
     assert len(frames) == 30
     error = np.mean(
         [
-            np.abs(f.astype(int) - bags.synthetic_image(math.floor(k / 2) / 15, 0)).mean()
+            np.abs(f.astype(int) - synthetic_bags.synthetic_image(math.floor(k / 2) / 15, 0)).mean()
             for k, f in enumerate(frames)
         ]
     )

@@ -1,6 +1,7 @@
 """Offline evaluation (smolvla-eval) on bags the tests generate with rosbags, in mcap and sqlite3.
 
-The synthetic bag (``bags.write_synthetic_bag``) has a known commanded trajectory, so the expected errors are
+The synthetic bag (``synthetic_bags.write_synthetic_bag``) has a known commanded trajectory, so the expected
+errors are
 computed here by hand from the analytic trajectory and a direct call of the real tiny SmolVLA checkpoint.
 """
 
@@ -13,8 +14,10 @@ import zlib
 import numpy as np
 import pytest
 
-from smolvla_policy import bags
-from smolvla_policy.bags import BagError
+import synthetic_bags
+from smolvla_common import bags
+from smolvla_common.bags import BagError
+from smolvla_common.joints import SO101_JOINTS
 from smolvla_policy.evaluation import (
     EvalSettings,
     GroundTruthPolicy,
@@ -36,7 +39,7 @@ RANGE_MIN, RANGE_MAX = 1000, 3000  # every joint's range in the `calibration_fil
 def bag_paths(tmp_path_factory):
     root = tmp_path_factory.mktemp("bags")
     return {
-        s: bags.write_synthetic_bag(root / f"run_{s}", s, duration_s=DURATION, start_s=START)
+        s: synthetic_bags.write_synthetic_bag(root / f"run_{s}", s, duration_s=DURATION, start_s=START)
         for s in ("mcap", "sqlite3")
     }
 
@@ -50,7 +53,7 @@ def test_ground_truth_replay_scores_zero(bag_paths, storage, tmp_path):
     bag = bag_paths[storage]
     with bags.BagReader(bag) as reader:
         assert reader.storage == storage
-        truth = read_ground_truth(reader, "/joint_commands", bags.SO101_JOINTS)
+        truth = read_ground_truth(reader, "/joint_commands", SO101_JOINTS)
     result = evaluate_bag(bag, GroundTruthPolicy(truth, DT, 10), settings(stride=5), progress=False)
     m = result.metrics
     assert result.samples == 90 // 5 and len(result.records) == result.samples
@@ -104,9 +107,10 @@ def test_tiny_random_policy_scores_the_hand_computed_error(
         t = k * DT  # sample at joint state k; the newest camera frame (15 fps) at or before t
         frame_t = math.floor(t * 15 + 1e-6) / 15
         images = {
-            f"observation.images.{name}": bags.synthetic_image(frame_t, i) for i, name in enumerate(CAMERAS)
+            f"observation.images.{name}": synthetic_bags.synthetic_image(frame_t, i)
+            for i, name in enumerate(CAMERAS)
         }
-        state = to_checkpoint_units(bags.synthetic_command(t - 1 / 30))
+        state = to_checkpoint_units(synthetic_bags.synthetic_command(t - 1 / 30))
         task = "pick up the cube"
         crc = zlib.crc32(task.encode(), zlib.crc32((np.round(state, 6) + 0.0).tobytes()))
         noise = (
@@ -114,14 +118,14 @@ def test_tiny_random_policy_scores_the_hand_computed_error(
         )
         predicted = to_radians(model.predict_chunk(images, state, task, noise=noise).astype(np.float64))
         times = t + np.arange(10) * DT
-        truth = bags.synthetic_command(times)
+        truth = synthetic_bags.synthetic_command(times)
         truth[times > DURATION - DT + 1e-9] = np.nan  # the last command is for DURATION - dt
         errors.append(np.abs(predicted - truth))
     errors = np.stack(errors)
     expected_mae = np.nanmean(errors, axis=(0, 1))
     expected_rmse = np.sqrt(np.nanmean(errors**2, axis=(0, 1)))
     m = result.metrics
-    for j, name in enumerate(bags.SO101_JOINTS):
+    for j, name in enumerate(SO101_JOINTS):
         assert m["mae"][name] == pytest.approx(expected_mae[j], rel=1e-4, abs=1e-6), name
         assert m["rmse"][name] == pytest.approx(expected_rmse[j], rel=1e-4, abs=1e-6), name
     assert np.array(m["mae_by_step"], float) == pytest.approx(np.nanmean(errors, axis=0), rel=1e-4, abs=1e-6)
@@ -177,9 +181,7 @@ def test_truncated_bag_names_the_file(bag_paths, storage, tmp_path):
     with pytest.raises(BagError, match=rf"{storage_file.name}.*truncated or corrupt"):
         evaluate_bag(
             bag,
-            GroundTruthPolicy(
-                bags.JointSeries(list(bags.SO101_JOINTS), np.zeros(0), np.zeros((0, 6))), DT, 10
-            ),
+            GroundTruthPolicy(bags.JointSeries(list(SO101_JOINTS), np.zeros(0), np.zeros((0, 6))), DT, 10),
             settings(),
             progress=False,
         )
@@ -200,20 +202,20 @@ def test_corrupt_message_names_topic_and_type(bag_paths, storage, tmp_path):
     ):
         main_args = [str(bag), "--ground-truth", "--no-progress", "--out", str(tmp_path / "r")]
         with bags.BagReader(bag) as reader:
-            truth = read_ground_truth(reader, "/joint_commands", bags.SO101_JOINTS)
+            truth = read_ground_truth(reader, "/joint_commands", SO101_JOINTS)
         evaluate_bag(bag, GroundTruthPolicy(truth, DT, 10), settings(), progress=False)
     assert main(main_args) == 2
 
 
 def test_missing_topic_and_wrong_type_are_named(tmp_path, capsys):
-    bag = bags.write_synthetic_bag(
+    bag = synthetic_bags.write_synthetic_bag(
         tmp_path / "odd",
         "mcap",
         duration_s=0.5,
         cameras=("top",),
         extra={"/leader/joint_states": (bags.STRING, [(int(100.1e9), bags.string_msg("not a joint state"))])},
     )
-    truth = bags.JointSeries(list(bags.SO101_JOINTS), np.array([0.0, 1.0]), np.zeros((2, 6)))
+    truth = bags.JointSeries(list(SO101_JOINTS), np.array([0.0, 1.0]), np.zeros((2, 6)))
     policy = GroundTruthPolicy(truth, DT, 10)
     with pytest.raises(
         BagError,
@@ -273,7 +275,7 @@ def test_compressed_camera_topics_are_decoded_like_the_node_does(tmp_path):
     """A jpeg CompressedImage camera (image_transport's */compressed) is decoded as the node does."""
     import cv2
 
-    frame = bags.synthetic_image(0.0, 0)
+    frame = synthetic_bags.synthetic_image(0.0, 0)
     _, jpeg = cv2.imencode(".jpg", frame[:, :, ::-1])
     compressed = bags.typestore().types[bags.COMPRESSED_IMAGE]
     items = [
@@ -285,7 +287,7 @@ def test_compressed_camera_topics_are_decoded_like_the_node_does(tmp_path):
         )
         for k in range(10)
     ]
-    bag = bags.write_synthetic_bag(
+    bag = synthetic_bags.write_synthetic_bag(
         tmp_path / "jpeg",
         "mcap",
         duration_s=1.0,
@@ -299,7 +301,7 @@ def test_compressed_camera_topics_are_decoded_like_the_node_does(tmp_path):
             seen.append(obs.images["top"])
             return super().infer(obs, now, **kwargs)
 
-    truth = bags.JointSeries(list(bags.SO101_JOINTS), np.array([0.0, 1e3]), np.zeros((2, 6)))
+    truth = bags.JointSeries(list(SO101_JOINTS), np.array([0.0, 1e3]), np.zeros((2, 6)))
     result = evaluate_bag(
         bag, Recording(truth, DT, 5), EvalSettings({"top": "/cameras/top/compressed"}), progress=False
     )

@@ -196,7 +196,7 @@ def test_real_size_architecture_parameter_count():
     from transformers import SmolVLMConfig
 
     from smolvla_policy.model.config import PolicyConfig
-    from smolvla_policy.model.random_checkpoints import SMOLVLM2_500M, backbone_config, policy_config
+    from smolvla_policy.model.generate import SMOLVLM2_500M, backbone_config, policy_config
 
     raw = policy_config({"observation.images.camera1": (3, 256, 256)}, 6, 6, num_expert_layers=0)
     with torch.device("meta"):

@@ -7,6 +7,7 @@ ChunkRequests and records ActionChunks and PolicyStatus messages.
 from __future__ import annotations
 
 import math
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -24,10 +25,11 @@ from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import String
 from trajectory_msgs.msg import JointTrajectoryPoint
 
+from smolvla_common.image_conversion import rgb_to_compressed_msg, rgb_to_image_msg
+from smolvla_common.joints import SO101_JOINTS
+from smolvla_common.parameters import ParameterError
 from smolvla_msgs.msg import ActionChunk, ChunkRequest, PolicyStatus
 from smolvla_policy.policy_node import PolicyNode
-from smolvla_policy.runtime import SO101_JOINTS
-from so100_driver.image_conversion import rgb_to_compressed_msg, rgb_to_image_msg
 
 RANGE_MIN, RANGE_MAX = 1000, 3000  # every joint's range in the `calibration_file` fixture
 
@@ -351,11 +353,9 @@ def test_continuous_mode_publishes_without_requests(rig_factory):
         ({"cameras": ["front"]}, "checkpoint expects image features"),
         ({"units": "radians"}, "cannot be radians"),
         ({"calibration_file": ""}, "calibration_file"),
-        ({"trigger": "sometimes"}, "parameter trigger is 'sometimes'"),
-        ({"max_task_chars": "lots"}, "parameter max_task_chars must be int, got 'lots'"),
     ],
 )
-def test_startup_errors_keep_the_node_alive_in_error_state(rig_factory, params, message):
+def test_checkpoint_errors_keep_the_node_alive_in_error_state(rig_factory, params, message):
     rig = rig_factory(**params)
     robot = rig.robot
     status = wait_for(
@@ -369,3 +369,26 @@ def test_startup_errors_keep_the_node_alive_in_error_state(rig_factory, params, 
     robot.request()
     time.sleep(0.2)
     assert not robot.chunks
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        (
+            {"trigger": "sometimes"},
+            "parameter 'trigger': expected one of ('request', 'continuous'), got 'sometimes'",
+        ),
+        ({"max_task_chars": "lots"}, "parameter 'max_task_chars': expected an integer like 1000, got 'lots'"),
+        ({"cameras": ["top", "top"]}, "parameter 'cameras'"),
+    ],
+)
+def test_bad_parameters_refuse_to_start_with_the_parameter_named(params, message):
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    try:
+        with pytest.raises(ParameterError, match=re.escape(message)):
+            PolicyNode(
+                context=context, parameter_overrides=[Parameter(k, value=v) for k, v in params.items()]
+            )
+    finally:
+        rclpy.shutdown(context=context)

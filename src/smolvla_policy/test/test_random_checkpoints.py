@@ -1,4 +1,4 @@
-"""Tests of the offline random SmolVLA checkpoint generator (``smolvla_policy.model.random_checkpoints``).
+"""Tests of the offline random SmolVLA checkpoint generator (``smolvla_policy.model.generate``).
 
 The layout is checked against modules that ``transformers`` itself builds from the written backbone config
 (the way LeRobot 0.4.4 assembles SmolVLA: truncated SmolVLM + a narrower Llama expert whose cross-attention
@@ -16,7 +16,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from smolvla_policy.model import random_checkpoints as rc
+from smolvla_policy.model import generate as rc
 
 
 def transformers_layout(policy: dict, backbone: dict) -> dict[str, tuple[int, ...]]:

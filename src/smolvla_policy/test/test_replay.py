@@ -19,11 +19,12 @@ import rclpy
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.parameter import Parameter
 
+import synthetic_bags
+from smolvla_common.bag_player import BagPlayer
+from smolvla_common.executor_node import ExecutorNode
+from smolvla_common.joints import SO101_JOINTS
 from smolvla_msgs.msg import PolicyStatus
-from smolvla_policy import bags
-from smolvla_policy.bag_player import BagPlayer
 from smolvla_policy.evaluation import EvalSettings, SeededNoiseModel, evaluate_bag, load_runtime_policy
-from smolvla_policy.executor_node import ExecutorNode
 from smolvla_policy.policy_node import PolicyNode
 from smolvla_policy.replay_evaluator_node import ReplayEvaluatorNode
 
@@ -43,7 +44,7 @@ def wait_for(predicate, timeout: float, what: str):
 
 
 def test_live_replay_matches_the_offline_evaluation(tiny_checkpoint, calibration_file, tmp_path):
-    bag = bags.write_synthetic_bag(tmp_path / "run", "mcap", duration_s=4.0, static_images=True)
+    bag = synthetic_bags.write_synthetic_bag(tmp_path / "run", "mcap", duration_s=4.0, static_images=True)
     sim = Parameter("use_sim_time", value=True)
     context = rclpy.Context()
     rclpy.init(context=context)
@@ -124,7 +125,7 @@ def test_live_replay_matches_the_offline_evaluation(tiny_checkpoint, calibration
     for a, b in zip(live.records, direct.records, strict=True):
         assert np.allclose(a.predicted, b.predicted, atol=1e-5)
         assert np.array_equal(np.isnan(a.truth), np.isnan(b.truth))
-    for name in ("all", *bags.SO101_JOINTS):
+    for name in ("all", *SO101_JOINTS):
         assert live.metrics["mae"][name] == pytest.approx(direct.metrics["mae"][name], rel=1e-4, abs=1e-6)
         assert live.metrics["rmse"][name] == pytest.approx(direct.metrics["rmse"][name], rel=1e-4, abs=1e-6)
     assert live.metrics["gripper"]["agreement"] == pytest.approx(direct.metrics["gripper"]["agreement"])

@@ -8,8 +8,9 @@ import re
 import numpy as np
 import pytest
 
+from smolvla_common.calibration import ArmCalibration
+from smolvla_common.joints import SO101_JOINTS
 from smolvla_policy.runtime import (
-    SO101_JOINTS,
     CheckpointInfo,
     ConfigurationError,
     Observation,
@@ -17,7 +18,6 @@ from smolvla_policy.runtime import (
     PolicyRuntime,
     RuntimeConfig,
 )
-from so100_driver.calibration import ArmCalibration
 
 CALIBRATION = ArmCalibration.from_dict(
     {

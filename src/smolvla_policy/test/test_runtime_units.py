@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 
+from smolvla_common.calibration import ArmCalibration
 from smolvla_policy.runtime.units import (
     DEG,
     RAD,
@@ -17,7 +18,6 @@ from smolvla_policy.runtime.units import (
     check_unit_plausibility,
     joint_units_for_mode,
 )
-from so100_driver.calibration import ArmCalibration
 
 JOINTS = ["shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll", "gripper"]
 RANGES = {

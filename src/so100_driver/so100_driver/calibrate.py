@@ -29,24 +29,18 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
-from so100_driver.bus import BusError, FeetechBus
-from so100_driver.calibration import (
+from smolvla_common.calibration import (
     ArmCalibration,
     MotorCalibration,
     default_calibration_root,
-    homing_offsets_for_middle,
     load_calibration,
     save_calibration,
 )
+from smolvla_common.joints import SO101_JOINTS, SO101_MOTOR_IDS
+from so100_driver.bus import BusError, FeetechBus
+from so100_driver.servo_calibration import homing_offsets_for_middle
 
-DEFAULT_MOTORS = {
-    "shoulder_pan": 1,
-    "shoulder_lift": 2,
-    "elbow_flex": 3,
-    "wrist_flex": 4,
-    "wrist_roll": 5,
-    "gripper": 6,
-}
+DEFAULT_MOTORS = dict(zip(SO101_JOINTS, SO101_MOTOR_IDS, strict=True))
 FULL_TURN_JOINTS = ("wrist_roll",)
 PROMPT_USE_FILE = (
     "Press ENTER to write the calibration file to the motors, or type 'c' and ENTER to recalibrate: "

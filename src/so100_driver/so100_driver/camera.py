@@ -23,6 +23,8 @@ from typing import Any, Protocol
 import cv2
 import numpy as np
 
+from smolvla_common.parameters import ParameterError
+
 DEVICE = "device"
 VIDEO_FILE = "video_file"
 IMAGE_FOLDER = "image_folder"
@@ -45,7 +47,7 @@ OK, WARN, ERROR = 0, 1, 2
 _NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 
 
-class CameraConfigError(ValueError):
+class CameraConfigError(ParameterError):
     """A camera parameter has an invalid value; the message names the parameter."""
 
 
@@ -399,6 +401,15 @@ class CaptureStats:
 FrameCallback = Callable[[np.ndarray, Any], None]
 
 
+@dataclass
+class _Pacing:
+    """When the next frame is due, and the previous grab's time (on which clock) for gap counting."""
+
+    period: float
+    next_due: float
+    last_grab: tuple[float, bool] | None = None
+
+
 class CaptureLoop:
     """Capture on its own thread; ``on_frame(rgb, stamp)`` gets each frame, stamped by ``now()`` at capture.
 
@@ -466,58 +477,21 @@ class CaptureLoop:
     # -- thread body ---------------------------------------------------------------------------------
     def _run(self) -> None:
         source: FrameSource | None = None
+        pacing = _Pacing(0.0, 0.0)
         backoff = self._config.reconnect_min_s
-        period = 0.0
-        next_due = 0.0
-        last_grab: tuple[float, bool] | None = None
         ever_streamed = False
         try:
             while not self._stop.is_set():
                 if source is None:
-                    try:
-                        source = self._factory(self._config)
-                    except Exception as exc:  # SourceError, cv2.error, OSError: all retried
-                        self._source_down(
-                            _describe(exc), RECONNECTING if ever_streamed else CONNECTING, backoff
-                        )
-                        self._stop.wait(backoff)
-                        backoff = min(2.0 * backoff, self._config.reconnect_max_s)
+                    source, backoff = self._open(backoff, ever_streamed)
+                    if source is None:
                         continue
-                    period = 1.0 / self._target_fps(source)
-                    next_due = self._clock()
-                    last_grab = None
-                    self._source_up(source, period, reconnected=ever_streamed)
+                    pacing = _Pacing(1.0 / self._target_fps(source), self._clock())
+                    self._source_up(source, pacing.period, reconnected=ever_streamed)
                     ever_streamed = True
                 try:
-                    if not source.live:
-                        delay = next_due - self._clock()
-                        if delay > 0 and self._stop.wait(delay):
-                            break
-                    source.grab()
-                    stamp = self._now()
-                    grabbed = self._clock()
-                    if source.live:
-                        device_period = 1.0 / source.native_fps if source.native_fps else period
-                        # Compare times on one clock only: the driver's where it has one, else ours.
-                        frame_time = (
-                            (source.frame_time, True) if source.frame_time is not None else (grabbed, False)
-                        )
-                        if last_grab is not None and last_grab[1] == frame_time[1]:
-                            self._count_gap(frame_time[0] - last_grab[0], device_period, grabbed)
-                        last_grab = frame_time
-                        if grabbed < next_due - 0.25 * period:
-                            continue  # device faster than the requested rate: skip (not a drop)
-                        next_due = max(next_due + period, grabbed)
-                    else:
-                        late = grabbed - next_due
-                        if late >= period:
-                            missed = int(late // period)
-                            self._add_drops(missed, grabbed)
-                            next_due += missed * period
-                        next_due += period
-                    frame = self._postprocess(source.retrieve())
-                    self._deliver(frame, stamp, grabbed)
-                    backoff = self._config.reconnect_min_s
+                    if self._capture_once(source, pacing):
+                        backoff = self._config.reconnect_min_s
                 except EndOfStreamError:
                     if not self._config.loop:
                         self._set_state(FINISHED, f"end of {source.description} (loop is false)")
@@ -544,6 +518,45 @@ class CaptureLoop:
             with self._lock:
                 if self._stats.state != FINISHED:
                     self._stats.state = STOPPED
+
+    def _open(self, backoff: float, ever_streamed: bool) -> tuple[FrameSource | None, float]:
+        """The opened source and the next retry delay; None (after waiting ``backoff``) when it failed."""
+        try:
+            return self._factory(self._config), backoff
+        except Exception as exc:  # SourceError, cv2.error, OSError: all retried
+            self._source_down(_describe(exc), RECONNECTING if ever_streamed else CONNECTING, backoff)
+            self._stop.wait(backoff)
+            return None, min(2.0 * backoff, self._config.reconnect_max_s)
+
+    def _capture_once(self, source: FrameSource, pacing: _Pacing) -> bool:
+        """Grab one frame at the pace asked for and deliver it; False when none was delivered."""
+        period = pacing.period
+        if not source.live:
+            delay = pacing.next_due - self._clock()
+            if delay > 0 and self._stop.wait(delay):
+                return False
+        source.grab()
+        stamp = self._now()
+        grabbed = self._clock()
+        if source.live:
+            device_period = 1.0 / source.native_fps if source.native_fps else period
+            # Compare times on one clock only: the driver's where it has one, else ours.
+            frame_time = (source.frame_time, True) if source.frame_time is not None else (grabbed, False)
+            if pacing.last_grab is not None and pacing.last_grab[1] == frame_time[1]:
+                self._count_gap(frame_time[0] - pacing.last_grab[0], device_period, grabbed)
+            pacing.last_grab = frame_time
+            if grabbed < pacing.next_due - 0.25 * period:
+                return False  # device faster than the requested rate: skip (not a drop)
+            pacing.next_due = max(pacing.next_due + period, grabbed)
+        else:
+            late = grabbed - pacing.next_due
+            if late >= period:
+                missed = int(late // period)
+                self._add_drops(missed, grabbed)
+                pacing.next_due += missed * period
+            pacing.next_due += period
+        self._deliver(self._postprocess(source.retrieve()), stamp, grabbed)
+        return True
 
     def _lost(self, error: str, backoff: float) -> float:
         """Report a lost source, wait before reopening (no busy loop on a device that opens but fails)."""

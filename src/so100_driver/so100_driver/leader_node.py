@@ -1,7 +1,8 @@
-"""Leader arm node: reads a leader arm (torque off) and publishes ``/leader/joint_states``.
+"""Leader arm node: reads a leader arm (torque off) and publishes ``~/joint_states`` (``/leader/joint_states``
+in the root namespace).
 
 With ``mirror_to_commands`` it also publishes each reading as a one-point ``JointTrajectory`` on
-``/joint_commands`` for teleoperation (the follower's own range clamp and ``max_step`` still apply).
+``joint_commands`` for teleoperation (the follower's own range clamp and ``max_step`` still apply).
 Nothing is published while a servo is silent or the calibration does not match the servos' EEPROM, so
 the follower holds instead of following stale or wrong positions.
 """
@@ -17,52 +18,45 @@ from rclpy.node import Node
 from sensor_msgs.msg import JointState
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
-from so100_driver.arm_controller import ArmState, LeaderArm, SafetyConfig
-from so100_driver.arm_node import (
-    DEFAULT_IDS,
-    DEFAULT_JOINTS,
-    ROBOT_TYPES,
-    ParameterError,
-    declare_parameters,
+from smolvla_common.node_main import run_node
+from smolvla_common.parameters import declare_parameters, require
+from smolvla_common.timeutil import duration_msg
+from so100_driver.arm.leader import LeaderArm
+from so100_driver.arm.link import ArmState
+from so100_driver.arm.safety import SafetyConfig
+from so100_driver.arm_ros import (
+    BUS_PARAMETERS,
     joint_state,
     load_joints,
     open_exclusively,
     to_diagnostic_array,
 )
 from so100_driver.bus import FeetechBus
-from so100_driver.node_main import run_node
+
+PARAMETERS = {
+    "port": "/dev/ttyACM1",
+    **BUS_PARAMETERS,
+    "rate_hz": 100.0,
+    "reconnect_period_s": 0.5,
+    "mirror_to_commands": False,
+    "command_time_from_start": 0.0,
+}
 
 
 class LeaderNode(Node):
     def __init__(self, **kwargs):
-        super().__init__("leader", **kwargs)
-        defaults = {
-            "port": "/dev/ttyACM1",
-            "robot_type": "so101",
-            "calibration_file": "",
-            "joint_names": DEFAULT_JOINTS,
-            "motor_ids": DEFAULT_IDS,
-            "baudrate": 1_000_000,
-            "rate_hz": 100.0,
-            "diagnostics_rate_hz": 2.0,
-            "bus_timeout_ms": 30.0,
-            "bus_retries": 2,
-            "reconnect_period_s": 0.5,
-            "mirror_to_commands": False,
-            "command_time_from_start": 0.0,
-        }
-        p = declare_parameters(self, defaults)
-        if p["robot_type"] not in ROBOT_TYPES:
-            raise ParameterError(
-                f"parameter 'robot_type' must be one of {ROBOT_TYPES}, got {p['robot_type']!r}"
-            )
+        super().__init__(kwargs.pop("node_name", "leader"), **kwargs)
+        p = declare_parameters(self, PARAMETERS)
         for name in ("rate_hz", "diagnostics_rate_hz"):
-            if not p[name] > 0:
-                raise ParameterError(f"parameter '{name}' must be > 0, got {p[name]}")
-        if p["command_time_from_start"] < 0:
-            raise ParameterError("parameter 'command_time_from_start' must be >= 0 s")
+            require(p[name] > 0, name, "a value > 0", p[name])
+        require(
+            p["command_time_from_start"] >= 0,
+            "command_time_from_start",
+            "a time >= 0 (s)",
+            p["command_time_from_start"],
+        )
         self.joint_names = list(p["joint_names"])
-        joints = load_joints(p["calibration_file"], self.joint_names, list(p["motor_ids"]), "")
+        joints = load_joints(p["calibration_file"], self.joint_names, p["motor_ids"], "")
         self.bus = FeetechBus(p["port"], p["baudrate"], p["bus_timeout_ms"], p["bus_retries"])
         open_exclusively(self.bus)
         self.leader = LeaderArm(self.bus, joints, SafetyConfig(reconnect_period_s=p["reconnect_period_s"]))
@@ -71,9 +65,9 @@ class LeaderNode(Node):
         self.mirror = p["mirror_to_commands"]
         self.command_delay = p["command_time_from_start"]
 
-        self.state_pub = self.create_publisher(JointState, "/leader/joint_states", 10)
+        self.state_pub = self.create_publisher(JointState, "~/joint_states", 10)
         self.command_pub = (
-            self.create_publisher(JointTrajectory, "/joint_commands", 10) if self.mirror else None
+            self.create_publisher(JointTrajectory, "joint_commands", 10) if self.mirror else None
         )
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._stop = threading.Event()
@@ -120,9 +114,10 @@ class LeaderNode(Node):
         msg = JointTrajectory()
         msg.header.stamp = stamp  # when read: the follower ignores commands from before its torque-on
         msg.joint_names = list(self.joint_names)
-        point = JointTrajectoryPoint(positions=[float(positions[n]) for n in self.joint_names])
-        point.time_from_start.sec = int(self.command_delay)
-        point.time_from_start.nanosec = int((self.command_delay % 1.0) * 1e9)
+        point = JointTrajectoryPoint(
+            positions=[float(positions[n]) for n in self.joint_names],
+            time_from_start=duration_msg(self.command_delay),
+        )
         msg.points = [point]
         return msg
 

@@ -1,12 +1,16 @@
 """Simulated SO-101 node: the real arm node's and camera nodes' interfaces on a MuJoCo simulation.
 
-Thin wiring around :mod:`so100_driver.sim`. Named ``arm`` like the real arm node, it publishes
-``/joint_states`` (rad, rad/s, N·m), ``~/commanded`` (goals after clamping, ``max_velocity`` and
-``max_step``), ``~/status`` (smolvla_msgs/ArmStatus, latched, with the safety epoch), ``/diagnostics`` and
-``/cameras/<name>/image_raw`` (rgb8, sensor-data QoS, stamped with the simulated instant the frame shows);
-subscribes ``/joint_commands`` (trajectory_msgs/JointTrajectory, stamped; commands stamped before the
-latest torque-on are ignored); serves ``~/torque`` (std_srvs/SetBool). With ``publish_clock`` it also
-publishes ``/clock`` (simulated time) for nodes running with ``use_sim_time``.
+Thin wiring around :mod:`so100_driver.sim`. Named ``arm`` like the real arm node, with relative topics like
+it: publishes ``joint_states`` (rad, rad/s, N·m), ``~/commanded`` (goals after clamping, ``max_velocity``
+and ``max_step``), ``~/status`` (smolvla_msgs/ArmStatus, latched, with the safety epoch), ``/diagnostics``
+and ``cameras/<name>/image_raw`` (rgb8, sensor-data QoS, stamped with the simulated instant the frame
+shows); subscribes ``joint_commands`` (trajectory_msgs/JointTrajectory, stamped; commands stamped before the
+latest torque-on are ignored: the real node's :class:`~so100_driver.arm.commands.JointTargets`); serves
+``~/torque`` (std_srvs/SetBool) and ``~/reset_cube``. With ``publish_clock`` it also publishes ``/clock``
+(simulated time) for nodes running with ``use_sim_time``.
+
+Threads: physics and one renderer per camera run on the :class:`~so100_driver.sim.runtime.SimRuntime`
+threads; the node's executor thread takes commands and services.
 """
 
 from __future__ import annotations
@@ -19,7 +23,6 @@ from collections.abc import Sequence
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.node import Node
 from rclpy.time import Time
 from rosgraph_msgs.msg import Clock
@@ -27,18 +30,19 @@ from sensor_msgs.msg import Image, JointState
 from std_srvs.srv import SetBool, Trigger
 from trajectory_msgs.msg import JointTrajectory
 
+from smolvla_common.arm_status import arm_status_msg
+from smolvla_common.image_conversion import rgb_to_image_msg
+from smolvla_common.node_main import run_node
+from smolvla_common.parameters import ParameterError, declare_parameters, require
+from smolvla_common.qos import LATCHED, sensor_qos
+from smolvla_common.timeutil import seconds
 from smolvla_msgs.msg import ArmStatus
-from so100_driver.arm_controller import ArmState as ArmMode
-from so100_driver.arm_node import STATUS_QOS, arm_status
-from so100_driver.camera import CameraConfigError
-from so100_driver.camera_node import image_qos
-from so100_driver.image_conversion import rgb_to_image_msg
-from so100_driver.node_main import run_node
-from so100_driver.sim.arm import ArmState, SimArm  # (importing so100_driver.sim selects MUJOCO_GL first)
-from so100_driver.sim.commands import CommandError, JointCommands
+from so100_driver.arm.commands import CommandError, JointTargets
+from so100_driver.arm_node import UNSTAMPED
+from so100_driver.sim.arm import SimArm, SimSnapshot  # (importing so100_driver.sim selects MUJOCO_GL first)
 from so100_driver.sim.render import RenderError
 from so100_driver.sim.runtime import SimRuntime
-from so100_driver.sim.scene import CAMERA_MOUNTS, JOINT_NAMES, CameraConfig, SceneConfig, build_model
+from so100_driver.sim.scene import CAMERA_MOUNTS, JOINT_NAMES, SceneConfig, SimCamera, build_model
 
 DEFAULTS = {
     "joint_names": list(JOINT_NAMES),
@@ -65,76 +69,68 @@ DEFAULTS = {
     "publish_clock": False,
     "mesh_keep_fraction": 0.3,
 }
+POSITIVE = (
+    "control_rate_hz",
+    "joint_state_rate_hz",
+    "diagnostics_rate_hz",
+    "camera_fps",
+    "max_step",
+    "max_velocity",
+)
 
 
-class ParameterError(ValueError):
-    """A node parameter is invalid; the message names it and says what is expected."""
-
-
-def _finite_list(name: str, values, length: int | None = None) -> list[float]:
+def _finite_list(name: str, values, length: int) -> list[float]:
     numbers = [float(v) for v in values]
-    if (length is not None and len(numbers) != length) or not all(math.isfinite(v) for v in numbers):
-        expected = f"{length} finite numbers" if length is not None else "finite numbers"
-        raise ParameterError(f"parameter '{name}' must be {expected}, got {list(values)}")
+    require(
+        len(numbers) == length and all(map(math.isfinite, numbers)), name, f"{length} finite numbers", values
+    )
     return numbers
 
 
-def cube_noise(p: dict) -> float:
-    noise = float(p["cube_position_noise"])
-    if not 0.0 <= noise <= 0.2:
-        raise ParameterError(f"parameter 'cube_position_noise' must be in [0, 0.2] m, got {noise}")
-    return noise
+def check_parameters(p: dict) -> None:
+    """Range checks of the sim's parameters (types are checked when they are declared)."""
+    require(
+        sorted(p["joint_names"]) == sorted(JOINT_NAMES),
+        "joint_names",
+        f"each of {list(JOINT_NAMES)} once",
+        p["joint_names"],
+    )
+    for name in POSITIVE:
+        require(p[name] > 0.0, name, "a value > 0", p[name])
+    require(
+        p["joint_state_rate_hz"] <= p["control_rate_hz"],
+        "joint_state_rate_hz",
+        "at most control_rate_hz",
+        p["joint_state_rate_hz"],
+    )
+    require(
+        0.0 < p["realtime_factor"] <= 100.0, "realtime_factor", "a value in (0, 100]", p["realtime_factor"]
+    )
+    require(
+        0.0 <= p["cube_position_noise"] <= 0.2,
+        "cube_position_noise",
+        "a value in [0, 0.2] (m)",
+        p["cube_position_noise"],
+    )
+    unknown = [name for name in p["cameras"] if name not in CAMERA_MOUNTS]
+    require(not unknown, "cameras", f"names among {list(CAMERA_MOUNTS)}", p["cameras"])
 
 
 def scene_config_from(p: dict, cube: Sequence[float]) -> SceneConfig:
     target = p["target_position"]
     target = tuple(_finite_list("target_position", target, 2)) if len(target) else None
-    names = list(p["cameras"])
-    unknown = [name for name in names if name not in CAMERA_MOUNTS]
-    if unknown:
-        raise ParameterError(
-            f"parameter 'cameras': unknown camera(s) {unknown}; the sim has {list(CAMERA_MOUNTS)}"
-        )
     try:
-        cameras = tuple(CameraConfig(n, int(p["camera_width"]), int(p["camera_height"])) for n in names)
+        cameras = tuple(SimCamera(n, p["camera_width"], p["camera_height"]) for n in p["cameras"])
         return SceneConfig(
             cameras=cameras,
             cube_position=(cube[0], cube[1]),
-            cube_yaw=float(p["cube_yaw"]),
-            cube_size=float(p["cube_size"]),
+            cube_yaw=p["cube_yaw"],
+            cube_size=p["cube_size"],
             target_position=target,
-            mesh_keep_fraction=float(p["mesh_keep_fraction"]),
+            mesh_keep_fraction=p["mesh_keep_fraction"],
         )
     except ValueError as error:
         raise ParameterError(f"invalid scene parameter: {error}") from error
-
-
-def coerce_parameter(name: str, value, default):
-    """``value`` as the type of ``default`` (ints are fine for floats); raises :class:`ParameterError`."""
-    expected = type(default).__name__ if not isinstance(default, list) else f"a list like {default}"
-    try:
-        if isinstance(default, bool):
-            if isinstance(value, bool):
-                return value
-        elif isinstance(default, float):
-            if isinstance(value, int | float) and not isinstance(value, bool):
-                return float(value)
-        elif isinstance(default, int):
-            if isinstance(value, int) and not isinstance(value, bool):
-                return value
-        elif isinstance(default, str):
-            if isinstance(value, str):
-                return value
-        elif isinstance(default, list) and not isinstance(value, str | bytes | bool | int | float):
-            items = list(value)
-            if default and isinstance(default[0], str):
-                if all(isinstance(item, str) for item in items):
-                    return items
-            elif all(isinstance(item, int | float) and not isinstance(item, bool) for item in items):
-                return [float(item) for item in items]
-    except TypeError:
-        pass
-    raise ParameterError(f"parameter '{name}' must be {expected}, got {value!r}")
 
 
 class SimArmNode(Node):
@@ -148,101 +144,72 @@ class SimArmNode(Node):
             raise
 
     def _setup(self) -> None:
-        p = self._declare_parameters()
+        p = declare_parameters(self, DEFAULTS)
+        check_parameters(p)
         self.joint_names = list(p["joint_names"])
-        if sorted(self.joint_names) != sorted(JOINT_NAMES):
-            raise ParameterError(
-                f"parameter 'joint_names' must name each of {list(JOINT_NAMES)} once, got {self.joint_names}"
-            )
         self._order = np.array([JOINT_NAMES.index(name) for name in self.joint_names])
-        for name in (
-            "control_rate_hz",
-            "joint_state_rate_hz",
-            "diagnostics_rate_hz",
-            "camera_fps",
-            "max_step",
-            "max_velocity",
-        ):
-            if not float(p[name]) > 0.0:
-                raise ParameterError(f"parameter '{name}' must be > 0, got {p[name]}")
-        if p["joint_state_rate_hz"] > p["control_rate_hz"]:
-            raise ParameterError("parameter 'joint_state_rate_hz' cannot exceed 'control_rate_hz'")
-        if not 0.0 < float(p["realtime_factor"]) <= 100.0:
-            raise ParameterError(
-                f"parameter 'realtime_factor' must be in (0, 100], got {p['realtime_factor']}"
-            )
-        initial = np.asarray(_finite_list("initial_positions", p["initial_positions"], len(JOINT_NAMES)))
-        try:
-            qos = image_qos(str(p["reliability"]), int(p["qos_depth"]))
-        except CameraConfigError as error:
-            raise ParameterError(str(error)) from error
+        initial = self._to_model_order(
+            np.asarray(_finite_list("initial_positions", p["initial_positions"], len(JOINT_NAMES)))
+        )
+        qos = sensor_qos(p["reliability"], p["qos_depth"])
         self._cube_nominal = np.asarray(_finite_list("cube_position", p["cube_position"], 2))
-        self._cube_noise = cube_noise(p)
-        self._cube_yaw = float(p["cube_yaw"])
-        self._rng = np.random.default_rng(int(p["seed"]))  # each reset draws the next cube position
+        self._cube_noise = p["cube_position_noise"]
+        self._cube_yaw = p["cube_yaw"]
+        self._rng = np.random.default_rng(p["seed"])  # each reset draws the next cube position
         scene = scene_config_from(p, self._next_cube_position())
-
         self.arm = SimArm(
             build_model(scene),
-            initial_positions=self._to_model_order(initial),
+            initial_positions=initial,
             control_period=1.0 / p["control_rate_hz"],
-            max_step=float(p["max_step"]),
-            max_velocity=float(p["max_velocity"]),
+            max_step=p["max_step"],
+            max_velocity=p["max_velocity"],
         )
-        self.commands = JointCommands(JOINT_NAMES, self.arm.goal)
+        self.commands = JointTargets(JOINT_NAMES, dict(zip(JOINT_NAMES, self.arm.goal, strict=True)))
         self.epoch = 0
         self.enabled_since: float | None = None
-        self.publish_clock = bool(p["publish_clock"])
+        self.publish_clock = p["publish_clock"]
         self._clock_origin = math.floor(time.time())  # /clock starts at the wall time of startup
-
-        self.state_pub = self.create_publisher(JointState, "/joint_states", 10)
-        self.commanded_pub = self.create_publisher(JointState, "~/commanded", 10)
-        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self.status_pub = self.create_publisher(ArmStatus, "~/status", STATUS_QOS)
-        self.clock_pub = self.create_publisher(Clock, "/clock", 10) if self.publish_clock else None
-        self.image_pubs = {
-            c.name: self.create_publisher(Image, f"cameras/{c.name}/image_raw", qos) for c in scene.cameras
-        }
-        self.frame_ids = {c.name: f"{c.name}_optical_frame" for c in scene.cameras}
-        self.create_subscription(JointTrajectory, "/joint_commands", self._on_command, 10)
-        self.create_service(SetBool, "~/torque", self._on_torque)
-        self.create_service(Trigger, "~/reset_cube", self._on_reset_cube)
-
+        self._create_interfaces(scene, qos)
         self.runtime = SimRuntime(
             self.arm,
             scene.cameras,
-            float(p["camera_fps"]),
+            p["camera_fps"],
             now=time.monotonic if self.publish_clock else self._node_seconds,
-            command_for=lambda sim_time: self.commands.sample(self._stamp_seconds(sim_time)),
+            command_for=self._requested,
             on_state=self._publish_state,
             on_frame=self._publish_frame,
             on_tick=self._publish_clock if self.publish_clock else None,
-            state_rate=float(p["joint_state_rate_hz"]),
-            realtime_factor=float(p["realtime_factor"]),
+            state_rate=p["joint_state_rate_hz"],
+            realtime_factor=p["realtime_factor"],
         )
         if p["enable_torque_on_start"]:
             self._torque_on()
         else:
             self.arm.set_torque(False)
         self._publish_status()
-        self._diag_period = 1.0 / float(p["diagnostics_rate_hz"])
+        self._diag_period = 1.0 / p["diagnostics_rate_hz"]
         self._next_diag_time = 0.0
         self.runtime.start()
-        gl = os.environ.get("MUJOCO_GL", "default")
+        size = f"{p['camera_width']}x{p['camera_height']}"
         self.get_logger().info(
-            f"simulated SO-101 running (MUJOCO_GL={gl}): cameras {[c.name for c in scene.cameras]} "
-            f"{p['camera_width']}x{p['camera_height']} @ {p['camera_fps']} fps, "
+            f"simulated SO-101 running (MUJOCO_GL={os.environ.get('MUJOCO_GL', 'default')}): cameras "
+            f"{[c.name for c in scene.cameras]} {size} @ {p['camera_fps']} fps, "
             f"{'publishing /clock' if self.publish_clock else 'paced by the node clock'}"
         )
 
-    # ------------------------------------------------------------------------------ parameters
-    def _declare_parameters(self) -> dict:
-        descriptor = ParameterDescriptor(dynamic_typing=True)  # so that YAML `camera_fps: 30` works too
-        values = {}
-        for name, default in DEFAULTS.items():
-            self.declare_parameter(name, default, descriptor)
-            values[name] = coerce_parameter(name, self.get_parameter(name).value, default)
-        return values
+    def _create_interfaces(self, scene: SceneConfig, qos) -> None:
+        self.state_pub = self.create_publisher(JointState, "joint_states", 10)
+        self.commanded_pub = self.create_publisher(JointState, "~/commanded", 10)
+        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.status_pub = self.create_publisher(ArmStatus, "~/status", LATCHED)
+        self.clock_pub = self.create_publisher(Clock, "/clock", 10) if self.publish_clock else None
+        self.image_pubs = {
+            c.name: self.create_publisher(Image, f"cameras/{c.name}/image_raw", qos) for c in scene.cameras
+        }
+        self.frame_ids = {c.name: f"{c.name}_optical_frame" for c in scene.cameras}
+        self.create_subscription(JointTrajectory, "joint_commands", self._on_command, 10)
+        self.create_service(SetBool, "~/torque", self._on_torque)
+        self.create_service(Trigger, "~/reset_cube", self._on_reset_cube)
 
     def _to_model_order(self, values: np.ndarray) -> np.ndarray:
         ordered = np.empty(len(JOINT_NAMES))
@@ -267,29 +234,35 @@ class SimArmNode(Node):
         """Now, on the time base of command stamps (the /clock we publish, or the node clock)."""
         return self._stamp_seconds(self.arm.time) if self.publish_clock else self._node_seconds()
 
+    def _requested(self, sim_time: float) -> np.ndarray:
+        """The joints' targets for the simulated instant ``sim_time``, in model order."""
+        targets = self.commands.sample(self._stamp_seconds(sim_time))
+        return np.array([targets[name] for name in JOINT_NAMES])
+
     def _on_command(self, msg: JointTrajectory) -> None:
-        stamp = Time.from_msg(msg.header.stamp).nanoseconds * 1e-9
-        points = [
-            (p.time_from_start.sec + p.time_from_start.nanosec * 1e-9, list(p.positions)) for p in msg.points
-        ]
+        stamp = seconds(msg.header.stamp)
+        points = [(seconds(p.time_from_start), list(p.positions)) for p in msg.points]
+        disabled = (
+            ""
+            if self.arm.torque_enabled
+            else "arm is disabled: enable torque first (std_srvs/SetBool on the torque service)"
+        )
         try:
             if stamp == 0:
-                self.commands.reject(
-                    "header.stamp is not set: stamp every command with the time it was issued "
-                    '(ros2 topic pub: "{header: {stamp: now}, joint_names: [...], points: [...]}")'
-                )
-            self.commands.command(
-                self._command_now(), list(msg.joint_names), points, stamp, enabled=self.arm.torque_enabled
-            )
+                self.commands.reject(UNSTAMPED)
+            self.commands.command(self._command_now(), list(msg.joint_names), points, stamp, disabled)
         except CommandError as error:
-            self.get_logger().error(f"/joint_commands rejected: {error}", throttle_duration_sec=1.0)
+            self.get_logger().error(f"joint_commands rejected: {error}", throttle_duration_sec=1.0)
+
+    def _hold_here(self, enabled_since: float | None = None) -> None:
+        self.commands.hold(dict(zip(JOINT_NAMES, self.arm.state().position, strict=True)), enabled_since)
 
     def _torque_on(self) -> None:
         """Torque on holding the present position: a new safety epoch, older commands are refused."""
         self.arm.set_torque(True)
         self.epoch += 1
         self.enabled_since = self._command_now()
-        self.commands.hold(self.arm.state().position, self.enabled_since)
+        self._hold_here(self.enabled_since)
 
     def _on_torque(self, request: SetBool.Request, response: SetBool.Response) -> SetBool.Response:
         enable = bool(request.data)
@@ -300,7 +273,7 @@ class SimArmNode(Node):
         if enable:
             self._torque_on()
         else:
-            self.commands.hold(self.arm.state().position)  # drop the plan
+            self._hold_here()  # drop the plan
             self.arm.set_torque(False)
         response.message = f"torque {'enabled' if enable else 'disabled'} (simulation)"
         self.get_logger().info(response.message)
@@ -309,15 +282,10 @@ class SimArmNode(Node):
 
     def _publish_status(self) -> None:
         enabled = self.arm.torque_enabled
-        self.status_pub.publish(
-            arm_status(
-                self.get_clock().now().to_msg(),
-                ArmMode.ENABLED if enabled else ArmMode.IDLE,
-                self.epoch,
-                self.enabled_since,
-                "torque on (simulation)" if enabled else "torque off (simulation)",
-            )
-        )
+        stamp = self.get_clock().now().to_msg()
+        message = "torque on (simulation)" if enabled else "torque off (simulation)"
+        state = "enabled" if enabled else "idle"
+        self.status_pub.publish(arm_status_msg(stamp, state, self.epoch, self.enabled_since, message))
 
     def _next_cube_position(self) -> np.ndarray:
         return self._cube_nominal + self._rng.uniform(-self._cube_noise, self._cube_noise, 2)
@@ -330,7 +298,7 @@ class SimArmNode(Node):
         self.get_logger().info(response.message)
         return response
 
-    def _publish_state(self, state: ArmState) -> None:
+    def _publish_state(self, state: SimSnapshot) -> None:
         stamp = self._stamp(state.time)
         msg = JointState(
             name=self.joint_names,
@@ -355,7 +323,7 @@ class SimArmNode(Node):
     def _publish_clock(self, sim_time: float) -> None:
         self.clock_pub.publish(Clock(clock=self._stamp(sim_time)))
 
-    def _diagnostics(self, stamp, state: ArmState) -> DiagnosticArray:
+    def _diagnostics(self, stamp, state: SimSnapshot) -> DiagnosticArray:
         stats = self.runtime.stats
         level = DiagnosticStatus.OK
         message = "simulating"

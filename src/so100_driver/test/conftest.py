@@ -16,7 +16,9 @@ class GoalAudit:
     command), :meth:`check` also asserts that no goal moves a servo anywhere new: each goal equals the
     shaft position (``hold_only``), or stays within the span of the pose held at the torque-on (``hold``,
     raw per servo id), the shaft and the previous goal: a joint pushed away by a hand may be followed
-    (less force) and brought back, never sent elsewhere.
+    (less force) and brought back, never sent elsewhere. A goal sync write gets no reply, so the emulator
+    may apply it after the driver moved on: ``hold_from`` (emulator clock) is when the hold began, and
+    writes applied before it belong to the time before.
     """
 
     def __init__(self, emu, joints, max_step: float, slack_steps: float = 4.0):
@@ -33,14 +35,14 @@ class GoalAudit:
         fresh, self.seen = writes[self.seen :], len(writes)
         return fresh
 
-    def check(self, hold_only: bool = False, hold=None):
+    def check(self, hold_only: bool = False, hold=None, hold_from: float = -math.inf):
         """Audit the writes since the last call; returns them."""
         writes = self.new_writes()
         for w in writes:
             joint = self.by_id[w.servo_id]
             assert joint.range_min <= w.goal <= joint.range_max, f"goal outside the calibrated range: {w}"
             assert abs(w.goal - w.present) <= self.limit, f"goal more than max_step from the shaft: {w}"
-            if hold is not None:
+            if hold is not None and w.time >= hold_from:
                 span = (w.present, hold[w.servo_id], self.last_goal.get(w.servo_id, hold[w.servo_id]))
                 assert min(span) - self.slack <= w.goal <= max(span) + self.slack, (
                     f"goal moves a held servo: {w}"

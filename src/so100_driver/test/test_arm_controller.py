@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from so100_driver.arm_controller import (
+from so100_driver.arm import (
     ArmController,
     ArmState,
     CommandError,
@@ -574,7 +574,7 @@ def test_leader_reads_with_torque_off():
 
 
 def test_joint_conversion_matches_the_calibration_module():
-    from so100_driver.calibration import ArmCalibration, MotorCalibration, raw_to_radians
+    from smolvla_common.calibration import ArmCalibration, MotorCalibration, raw_to_radians
 
     joints = [*preset_joints(), Joint("inverted", 7, 1000, 3000, 12, drive_mode=1)]
     cal = ArmCalibration(

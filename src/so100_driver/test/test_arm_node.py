@@ -24,10 +24,12 @@ from sensor_msgs.msg import JointState
 from std_srvs.srv import SetBool
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
+from smolvla_common.calibration import ArmCalibration, MotorCalibration, save_calibration
+from smolvla_common.parameters import ParameterError
+from smolvla_common.qos import LATCHED
 from smolvla_msgs.msg import ArmStatus
-from so100_driver.arm_controller import ArmState
-from so100_driver.arm_node import STATUS_QOS, ArmNode, ParameterError
-from so100_driver.calibration import ArmCalibration, MotorCalibration, save_calibration
+from so100_driver.arm import ArmState
+from so100_driver.arm_node import ArmNode
 from so100_driver.emulator.bus_emulator import BusEmulator
 from so100_driver.emulator.presets import preset_motors
 from so100_driver.protocol import ErrorBit
@@ -70,7 +72,7 @@ class Probe:
         self.states, self.commanded, self.diagnostics, self.arm_status = [], [], [], []
         self.node.create_subscription(JointState, "/joint_states", lambda m: self._add(self.states, m), 50)
         self.node.create_subscription(
-            ArmStatus, "/arm/status", lambda m: self._add(self.arm_status, m), STATUS_QOS
+            ArmStatus, "/arm/status", lambda m: self._add(self.arm_status, m), LATCHED
         )
         self.node.create_subscription(
             JointState, "/arm/commanded", lambda m: self._add(self.commanded, m), 200
@@ -271,12 +273,12 @@ def test_bad_parameters_are_named(context, emu, tmp_path):
         ArmNode(context=context, parameter_overrides=[Parameter("port", value=emu.port)])
     calibration_file = tmp_path / "c.json"
     write_calibration(calibration_file)
-    with pytest.raises(ParameterError, match="robot_type"):
+    with pytest.raises(ParameterError, match="max_step"):
         ArmNode(
             context=context,
             parameter_overrides=[
                 Parameter("calibration_file", value=str(calibration_file)),
-                Parameter("robot_type", value="so102"),
+                Parameter("max_step", value=-0.1),
             ],
         )
     with pytest.raises(ParameterError, match="control_rate_hz"):

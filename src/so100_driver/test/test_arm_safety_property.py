@@ -23,8 +23,8 @@ import time
 import numpy as np
 import pytest
 
-from smolvla_policy.executor_core import ArmReport, Chunk, ChunkExecutorCore, ExecutorConfig
-from so100_driver.arm_controller import ArmController, ArmState, CommandError, Joint, SafetyConfig
+from smolvla_common.executor_core import ArmReport, Chunk, ChunkExecutorCore, ExecutorConfig
+from so100_driver.arm import ArmController, ArmState, CommandError, Joint, SafetyConfig
 from so100_driver.bus import FeetechBus
 from so100_driver.emulator.bus_emulator import BusEmulator
 from so100_driver.emulator.presets import preset_motors
@@ -115,15 +115,14 @@ class Scenario:
         return time.monotonic() - self.t0
 
     # --------------------------------------------------------------------------------- the loop
-    def run(self, seconds: float) -> None:
+    def run(self, cycles: int) -> None:
+        """``cycles`` control cycles (a count, not a duration: a busy machine gets the same events)."""
         assert self.arm.connect(self.now()), self.arm.connect_error
         ok, message = self.arm.enable_torque(self.now())
         assert ok, message
         self.executor.start(self.now())
-        cycle = 0
-        end = time.monotonic() + seconds
         next_event = 50
-        while time.monotonic() < end:
+        for cycle in range(cycles):
             now = self.now()
             result = self.arm.step(now)
             self.check(result)
@@ -131,7 +130,6 @@ class Scenario:
             if cycle == next_event:
                 self.random_event(now)
                 next_event = cycle + self.rng.randint(30, 120)
-            cycle += 1
             time.sleep(0.008)
         self.check_writes(self.arm.epoch)
 
@@ -141,7 +139,8 @@ class Scenario:
         if not self.epoch_moved.get(epoch, True):
             held = dict(zip(self.names, self.hold_pose[epoch], strict=True))
             hold = {j.servo_id: j.to_raw(held[j.name]) for j in self.joints}
-        self.audit.check(hold=hold)
+        # enabled_since is this clock's time of the torque-on; the emulator's clock is time.monotonic()
+        self.audit.check(hold=hold, hold_from=self.t0 + (self.arm.enabled_since or 0.0))
 
     def check(self, result) -> None:
         if result.goals is not None and result.positions is not None:
@@ -299,12 +298,12 @@ def test_no_goal_beyond_max_step_and_no_motion_without_a_fresh_command(seed, goa
         audit = goal_audit(emu, joints(), MAX_STEP, slack_steps=6.0)
         scenario = Scenario(seed, emu, audit)
         try:
-            scenario.run(10.0)
+            scenario.run(cycles=600)
         finally:
             scenario.arm.shutdown()
         # not vacuous: the arm did move, was interrupted many times and came back each time
         assert scenario.accepted_commands > 100, scenario.events
         assert audit.checked > 200
-        assert scenario.arm.epoch >= 4, scenario.events
-        assert sum(scenario.epoch_moved.values()) >= 3, (scenario.epoch_moved, scenario.events)
+        assert scenario.arm.epoch >= 3, scenario.events
+        assert sum(scenario.epoch_moved.values()) >= 2, (scenario.epoch_moved, scenario.events)
         assert scenario.chunks_taken > 5

@@ -4,10 +4,10 @@ import json
 
 import pytest
 
-from so100_driver.arm_controller import ArmLink, Joint
+from smolvla_common.calibration import load_calibration
+from so100_driver.arm import ArmLink, Joint
 from so100_driver.bus import FeetechBus
 from so100_driver.calibrate import PROMPT_MIDDLE, PROMPT_USE_FILE, main
-from so100_driver.calibration import load_calibration
 from so100_driver.emulator.bus_emulator import BusEmulator
 
 NAMES = ["shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll", "gripper"]

@@ -5,6 +5,7 @@ Sources are a generated video file and image folder (no camera on CI).
 
 import itertools
 import os
+import re
 import threading
 import time
 
@@ -19,8 +20,9 @@ from rclpy.qos import qos_profile_sensor_data
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import Image
 
+from smolvla_common.image_conversion import image_msg_to_rgb
+from smolvla_common.parameters import ParameterError
 from so100_driver.camera_node import CameraNode
-from so100_driver.image_conversion import image_msg_to_rgb
 
 W, H = 40, 30
 
@@ -268,20 +270,30 @@ def test_emptied_folder_gives_error_diagnostic_then_recovers(tmp_path, ros):
             "parameter 'source' = '/definitely/missing/clip.mp4' does not exist",
         ),
         ({"source": "/dev/video_missing_99"}, "camera device /dev/video_missing_99 not found"),
-        ({"fps": -1.0}, "not started: parameter 'fps'"),
-        ({"name": "front cam"}, "not started: parameter 'name'"),
-        ({"reliability": "sometimes"}, "not started: parameter 'reliability'"),
-        ({"width": "wide", "height": 480}, "not started: parameter 'width' must be an integer, got 'wide'"),
-        (
-            {"fps": 12.5, "width": 640.5, "height": 480},
-            "not started: parameter 'width' must be an integer, got 640.5",
-        ),
     ],
 )
-def test_bad_parameters_keep_the_node_alive_with_a_clear_error(tmp_path, ros, params, expected):
+def test_a_missing_source_keeps_the_node_alive_with_a_clear_error(tmp_path, ros, params, expected):
+    """The source may appear later (a camera plugged in): the node reports it and keeps retrying."""
     defaults = {"name": "bad", "source": str(tmp_path), "diagnostics_period": 0.1, "reconnect_min_s": 0.1}
     node = ros.start_camera(**{**defaults, **params})
     status = ros.wait_diag(lambda s: s.level == DiagnosticStatus.ERROR and expected in s.message)
     assert status.name.endswith(f"camera {node.camera_name}")
     time.sleep(0.3)
     assert ros.thread.is_alive()
+
+
+@pytest.mark.parametrize(
+    ("params", "expected"),
+    [
+        ({"fps": -1.0}, "parameter 'fps' must be in"),
+        ({"name": "front cam"}, "parameter 'name' must start with a letter"),
+        ({"reliability": "sometimes"}, "parameter 'reliability': expected best_effort or reliable"),
+        ({"width": "wide", "height": 480}, "parameter 'width': expected an integer like 0, got 'wide'"),
+        ({"width": 640.5, "height": 480}, "parameter 'width': expected an integer like 0, got 640.5"),
+        ({"source": True}, "parameter 'source': expected a path or a device index"),
+        ({"diagnostics_period": 0.0}, "parameter 'diagnostics_period'"),
+    ],
+)
+def test_bad_parameters_refuse_to_start_with_the_parameter_named(tmp_path, ros, params, expected):
+    with pytest.raises(ParameterError, match=re.escape(expected)):
+        ros.start_camera(**{"name": "bad", "source": str(tmp_path), **params})

@@ -14,8 +14,8 @@ from rclpy.parameter import Parameter
 from sensor_msgs.msg import JointState
 from std_srvs.srv import SetBool
 
+from smolvla_common.calibration import ArmCalibration, MotorCalibration, save_calibration
 from so100_driver.arm_node import ArmNode
-from so100_driver.calibration import ArmCalibration, MotorCalibration, save_calibration
 from so100_driver.emulator.bus_emulator import BusEmulator
 from so100_driver.emulator.presets import preset_motors
 from so100_driver.leader_node import LeaderNode
@@ -121,8 +121,8 @@ def test_teleoperation_leader_drives_follower(context, leader_emu, follower_emu,
     # move the leader's elbow by hand: the follower's elbow goes to the same angle (each arm's own zero)
     elbow_leader = leader.leader.joints["elbow_flex"]
     elbow_follower = follower.controller.joints["elbow_flex"]
-    leader_emu.servo(3).set_physical_position(elbow_leader.mid + 300)
-    target = elbow_leader.to_rad(elbow_leader.mid + 300)
+    leader_emu.servo(3).set_physical_position(round(elbow_leader.motor.mid) + 300)
+    target = elbow_leader.to_rad(round(elbow_leader.motor.mid) + 300)
 
     def leader_elbow():
         return dict(zip(received[-1].name, received[-1].position, strict=True))["elbow_flex"]

@@ -17,12 +17,11 @@ import pytest
 import so100_driver.sim  # noqa: F401  (selects the headless GL backend before mujoco is imported)
 from so100_driver.sim.arm import SimArm
 from so100_driver.sim.assets import arm_model_path, decimated_mesh, read_stl
-from so100_driver.sim.commands import CommandError, JointCommands
 from so100_driver.sim.render import FrameRenderer, RenderError
 from so100_driver.sim.runtime import SimRuntime
-from so100_driver.sim.scene import JOINT_NAMES, CameraConfig, SceneConfig, build_model
+from so100_driver.sim.scene import JOINT_NAMES, SceneConfig, SimCamera, build_model
 
-TOP, WRIST = CameraConfig("top", 128, 96), CameraConfig("wrist", 128, 96)
+TOP, WRIST = SimCamera("top", 128, 96), SimCamera("wrist", 128, 96)
 
 
 @pytest.fixture(scope="module")
@@ -59,9 +58,9 @@ def test_meshes_are_decimated_and_cached(tmp_path):
 
 def test_bad_scene_settings_are_rejected_clearly():
     with pytest.raises(ValueError, match="unknown sim camera 'nose'"):
-        CameraConfig("nose")
+        SimCamera("nose")
     with pytest.raises(ValueError, match="camera 'top': size 8x8"):
-        CameraConfig("top", 8, 8)
+        SimCamera("top", 8, 8)
     with pytest.raises(ValueError, match="unique"):
         SceneConfig(cameras=(TOP, TOP))
 
@@ -139,31 +138,6 @@ def test_images_have_the_size_are_not_blank_and_follow_the_arm(model):
     image = before["top"].astype(int)
     red = (image[..., 0] - image[..., 1] > 100) & (image[..., 0] - image[..., 2] > 100)
     assert red.sum() >= 4
-
-
-def test_command_plan_interpolates_like_the_real_node():
-    commands = JointCommands(JOINT_NAMES, np.zeros(6))
-    commands.command(10.0, ["elbow_flex", "shoulder_pan"], [(1.0, [0.5, 1.0]), (2.0, [1.0, 1.0])])
-    np.testing.assert_allclose(commands.sample(9.0), 0.0)  # before the start: the targets at arrival
-    np.testing.assert_allclose(commands.sample(10.5), [0.5, 0, 0.25, 0, 0, 0])
-    np.testing.assert_allclose(commands.sample(11.5), [1.0, 0, 0.75, 0, 0, 0])
-    np.testing.assert_allclose(commands.sample(99.0), [1.0, 0, 1.0, 0, 0, 0])  # holds the last point
-    # A new plan starts from where the old one was at its arrival, with an explicit start stamp.
-    commands.command(10.5, ["gripper"], [(1.0, [1.0])], start_time=10.5)
-    np.testing.assert_allclose(commands.sample(11.0), [0.5, 0, 0.25, 0, 0, 0.5])
-    for bad, message in [
-        ((["gripper"], [(1.0, [float("nan")])]), "non-finite"),
-        ((["elbow"], [(1.0, [0.0])]), "unknown joint"),
-        ((["gripper"], []), "no points"),
-        ((["gripper"], [(1.0, [0.1, 0.2])]), "positions for 1 joint"),
-        ((["gripper"], [(2.0, [0.1]), (1.0, [0.2])]), "back in time"),
-    ]:
-        with pytest.raises(CommandError, match=message):
-            commands.command(12.0, *bad)
-    with pytest.raises(CommandError, match="enable torque first"):
-        commands.command(12.0, ["gripper"], [(1.0, [0.2])], enabled=False)
-    assert commands.rejected == 6 and commands.accepted == 2
-    np.testing.assert_allclose(commands.sample(11.0), [0.5, 0, 0.25, 0, 0, 0.5])  # old plan kept
 
 
 def test_runtime_paces_physics_to_the_clock_and_streams_frames(model):

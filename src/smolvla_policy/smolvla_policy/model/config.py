@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-STATE_KEY = "observation.state"
-ACTION_KEY = "action"
-EMPTY_CAMERA_PREFIX = "observation.images.empty_camera_"
+from smolvla_policy.features import ACTION_KEY, EMPTY_CAMERA_PREFIX, STATE_KEY
+
+__all__ = ["ACTION_KEY", "EMPTY_CAMERA_PREFIX", "STATE_KEY"]
 
 
 @dataclass(frozen=True)

@@ -221,13 +221,67 @@ class PrefixCache:
     prefix_len: int
 
 
+def _build_vlm(vlm_config, n_text: int) -> Node:
+    """The SmolVLM backbone truncated to its first ``n_text`` text layers (LeRobot's module names)."""
+    text_cfg, vision_cfg = vlm_config.text_config, vlm_config.vision_config
+    vision = Node()
+    vision.embeddings = SmolVLMVisionEmbeddings(vision_cfg)
+    vision.encoder = SmolVLMEncoder(vision_cfg)
+    vision.post_layernorm = nn.LayerNorm(vision_cfg.hidden_size, eps=vision_cfg.layer_norm_eps)
+    text = Node()
+    text.embed_tokens = nn.Embedding(text_cfg.vocab_size, text_cfg.hidden_size)
+    text.layers = nn.ModuleList(LlamaDecoderLayer(text_cfg, i) for i in range(n_text))
+    text.norm = LlamaRMSNorm(text_cfg.hidden_size, eps=text_cfg.rms_norm_eps)
+    vlm_model = Node()
+    vlm_model.vision_model = vision
+    vlm_model.connector = SmolVLMConnector(vlm_config)
+    vlm_model.text_model = text
+    vlm = Node()
+    vlm.model = vlm_model
+    return vlm
+
+
+def _make_cross_attention(expert: Node, expert_cfg, every: int, kv_width: int) -> set[int]:
+    """Give the expert's cross-attention layers (all but every ``every``-th) keys and values of the VLM's
+    width; returns their indices."""
+    cross = set()
+    bias = bool(getattr(expert_cfg, "attention_bias", False))
+    for j, layer in enumerate(expert.layers):
+        if every > 0 and j % every == 0:
+            continue
+        layer.self_attn.k_proj = nn.Linear(kv_width, kv_width, bias=bias)
+        layer.self_attn.v_proj = nn.Linear(kv_width, kv_width, bias=bias)
+        cross.add(j)
+    return cross
+
+
+def _layer_plan(
+    n_text: int, n_expert: int, every: int, cross_mode: bool, expert_cross_layers: set[int]
+) -> list[tuple[int, int | None, bool]]:
+    """Pair VLM layer i with an expert layer (or none) and decide self- or cross-attention from i."""
+    multiple = n_text // n_expert
+    plan: list[tuple[int, int | None, bool]] = []
+    for i in range(n_text):
+        j = None if (i % multiple) else i // multiple
+        is_self = (not cross_mode) or (every > 0 and i % every == 0)
+        if j is not None and (j in expert_cross_layers) == is_self:
+            kind = "self" if is_self else "cross"
+            raise ValueError(
+                f"layer pairing is inconsistent: VLM layer {i} is a {kind}-attention layer but expert "
+                f"layer {j} was built the other way (num_expert_layers={n_expert}, "
+                f"self_attn_every_n_layers={every}); LeRobot cannot run this configuration either"
+            )
+        plan.append((i, j, is_self))
+    return plan
+
+
 class SmolVLANet(nn.Module):
     """Truncated SmolVLM + action expert + flow-matching projections (keys relative to LeRobot's `model.`)."""
 
     def __init__(self, cfg: PolicyConfig, vlm_config):
         super().__init__()
         self.cfg = cfg
-        text_cfg, vision_cfg = vlm_config.text_config, vlm_config.vision_config
+        text_cfg = vlm_config.text_config
         n_text = cfg.num_vlm_layers if cfg.num_vlm_layers > 0 else text_cfg.num_hidden_layers
         if n_text > text_cfg.num_hidden_layers:
             raise ValueError(
@@ -239,21 +293,7 @@ class SmolVLANet(nn.Module):
         self.num_heads = text_cfg.num_attention_heads
         self.num_kv_heads = text_cfg.num_key_value_heads
 
-        vision = Node()
-        vision.embeddings = SmolVLMVisionEmbeddings(vision_cfg)
-        vision.encoder = SmolVLMEncoder(vision_cfg)
-        vision.post_layernorm = nn.LayerNorm(vision_cfg.hidden_size, eps=vision_cfg.layer_norm_eps)
-        text = Node()
-        text.embed_tokens = nn.Embedding(text_cfg.vocab_size, text_cfg.hidden_size)
-        text.layers = nn.ModuleList(LlamaDecoderLayer(text_cfg, i) for i in range(n_text))
-        text.norm = LlamaRMSNorm(text_cfg.hidden_size, eps=text_cfg.rms_norm_eps)
-        vlm_model = Node()
-        vlm_model.vision_model = vision
-        vlm_model.connector = SmolVLMConnector(vlm_config)
-        vlm_model.text_model = text
-        vlm = Node()
-        vlm.model = vlm_model
-
+        vlm = _build_vlm(vlm_config, n_text)
         expert_cfg = copy.deepcopy(text_cfg)
         expert_cfg.head_dim = self.head_dim
         expert_cfg.hidden_size = int(text_cfg.hidden_size * cfg.expert_width_multiplier)
@@ -267,16 +307,11 @@ class SmolVLANet(nn.Module):
         expert.norm = LlamaRMSNorm(expert_cfg.hidden_size, eps=expert_cfg.rms_norm_eps)
         self.cross_mode = "cross" in cfg.attention_mode
         every = cfg.self_attn_every_n_layers
-        kv_width = self.num_kv_heads * self.head_dim
         self.expert_cross_layers: set[int] = set()
         if self.cross_mode:
-            for j, layer in enumerate(expert.layers):
-                if every > 0 and j % every == 0:
-                    continue
-                bias = bool(getattr(expert_cfg, "attention_bias", False))
-                layer.self_attn.k_proj = nn.Linear(kv_width, kv_width, bias=bias)
-                layer.self_attn.v_proj = nn.Linear(kv_width, kv_width, bias=bias)
-                self.expert_cross_layers.add(j)
+            self.expert_cross_layers = _make_cross_attention(
+                expert, expert_cfg, every, self.num_kv_heads * self.head_dim
+            )
 
         self.vlm_with_expert = Node()
         self.vlm_with_expert.vlm = vlm
@@ -289,20 +324,7 @@ class SmolVLANet(nn.Module):
         self.action_time_mlp_in = nn.Linear(2 * expert_hidden, expert_hidden)
         self.action_time_mlp_out = nn.Linear(expert_hidden, expert_hidden)
 
-        # Pair VLM layer i with an expert layer, and decide self- or cross-attention from the VLM index.
-        multiple = n_text // n_expert
-        self.plan: list[tuple[int, int | None, bool]] = []
-        for i in range(n_text):
-            j = None if (i % multiple) else i // multiple
-            is_self = (not self.cross_mode) or (every > 0 and i % every == 0)
-            if j is not None and (j in self.expert_cross_layers) == is_self:
-                kind = "self" if is_self else "cross"
-                raise ValueError(
-                    f"layer pairing is inconsistent: VLM layer {i} is a {kind}-attention layer but expert "
-                    f"layer {j} was built the other way (num_expert_layers={n_expert}, "
-                    f"self_attn_every_n_layers={every}); LeRobot cannot run this configuration either"
-                )
-            self.plan.append((i, j, is_self))
+        self.plan = _layer_plan(n_text, n_expert, every, self.cross_mode, self.expert_cross_layers)
         self._vision_positions: dict = {}
         self.pack_linears = True  # pre-pack weights for oneDNN on CPU (pointless for tiny models)
         self.image_special_ids: tuple[list[int], list[int]] | None = None

@@ -2,10 +2,9 @@
 
 from smolvla_policy.runtime.checkpoint_info import CheckpointInfo
 from smolvla_policy.runtime.core import (
-    SO101_JOINTS,
-    Chunk,
     ConfigurationError,
     InferenceResult,
+    InferredChunk,
     Observation,
     PendingActions,
     PolicyRuntime,
@@ -16,11 +15,10 @@ from smolvla_policy.runtime.core import (
 from smolvla_policy.runtime.units import UnitConverter, UnitsError, joint_units_for_mode
 
 __all__ = [
-    "SO101_JOINTS",
     "CheckpointInfo",
-    "Chunk",
     "ConfigurationError",
     "InferenceResult",
+    "InferredChunk",
     "Observation",
     "PendingActions",
     "PolicyRuntime",

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-STATE_KEY = "observation.state"
-ACTION_KEY = "action"
+from smolvla_policy.features import ACTION_KEY, STATE_KEY
+
+__all__ = ["ACTION_KEY", "STATE_KEY", "CheckpointInfo"]
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,10 @@ from typing import Any
 
 import numpy as np
 
-from smolvla_policy.runtime.checkpoint_info import ACTION_KEY, STATE_KEY, CheckpointInfo
+from smolvla_common.calibration import ArmCalibration
+from smolvla_common.joints import SO101_JOINTS
+from smolvla_policy.features import ACTION_KEY, IMAGE_KEY_PREFIX, STATE_KEY, image_key
+from smolvla_policy.runtime.checkpoint_info import CheckpointInfo
 from smolvla_policy.runtime.units import (
     UnitConverter,
     UnitsError,
@@ -29,12 +32,9 @@ from smolvla_policy.runtime.units import (
     check_unit_plausibility,
     joint_units_for_mode,
 )
-from so100_driver.calibration import ArmCalibration
 
 LOG = logging.getLogger(__name__)
 
-SO101_JOINTS = ("shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll", "gripper")
-IMAGE_KEY_PREFIX = "observation.images."
 DEFAULT_FPS = 30.0  # LeRobot's default control rate, used when neither the checkpoint nor the user gives one
 MAX_IMAGE_SIDE = 8192
 IMAGE_RESIZE_MODES = ("refuse", "resize")
@@ -54,11 +54,6 @@ class ConfigurationError(ValueError):
     """The configured cameras, joints, units or calibration do not fit the checkpoint."""
 
 
-def image_key(camera_or_key: str) -> str:
-    """``"top"`` -> ``"observation.images.top"``; a full ``observation.*`` key stays as it is."""
-    return camera_or_key if camera_or_key.startswith("observation.") else IMAGE_KEY_PREFIX + camera_or_key
-
-
 @dataclass(frozen=True)
 class RuntimeConfig:
     """How the robot side is configured; validated against the checkpoint by :class:`PolicyRuntime`.
@@ -68,7 +63,7 @@ class RuntimeConfig:
     ``units``: ``radians`` | ``degrees`` (LeRobot degree mode; the gripper stays 0..100) | ``range``
     (LeRobot -100..100, gripper 0..100). ``joint_units`` overrides it per joint (``rad``, ``deg``,
     ``range_m100_100``, ``range_0_100``). ``calibration``: the arm's LeRobot calibration
-    (``so100_driver.calibration.load_calibration``), needed by the range units.
+    (``smolvla_common.calibration.load_calibration``), needed by the range units.
     """
 
     cameras: Mapping[str, str] | Sequence[str]
@@ -113,7 +108,7 @@ class PendingActions:
 
 
 @dataclass
-class Chunk:
+class InferredChunk:
     """A chunk in ROS units: action ``i`` (``positions[i]``, rad) is meant for ``stamp + i * dt``."""
 
     joint_names: list[str]
@@ -136,7 +131,7 @@ class Chunk:
 class InferenceResult:
     """Either a chunk or the reason the observation was refused (never both)."""
 
-    chunk: Chunk | None = None
+    chunk: InferredChunk | None = None
     refusal: str | None = None
     notes: list[str] = field(default_factory=list)  # non-fatal remarks (e.g. RTC skipped and why)
 
@@ -457,7 +452,7 @@ class PolicyRuntime:
                 refusal=f"model returned an invalid chunk (shape {raw.shape}, or non-finite values)"
             )
         raw = raw[: self.actions_per_chunk]
-        result.chunk = Chunk(
+        result.chunk = InferredChunk(
             joint_names=list(self.joint_names),
             positions=self.converter.to_radians(raw),
             dt=self.dt,

@@ -8,7 +8,7 @@ ROS joint positions are radians with zero at the middle of each joint's calibrat
 - ``range_0_100``: the gripper in every LeRobot mode, the calibrated range mapped to 0..100.
 
 The range units need the joint's calibrated ``range_min``/``range_max`` (raw steps), read from a LeRobot
-calibration file. The raw <-> unit math lives in ``so100_driver.calibration``; this module only chooses the
+calibration file. The raw <-> unit math lives in ``smolvla_common.calibration``; this module only chooses the
 unit per joint and checks that a checkpoint's dataset statistics look like the configured units.
 """
 
@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from so100_driver import calibration as cal
-from so100_driver.calibration import ArmCalibration
+from smolvla_common import calibration as cal
+from smolvla_common.calibration import ArmCalibration
 
 RAD = "rad"
 DEG = "deg"
@@ -60,7 +60,7 @@ def joint_units_for_mode(mode: str, joint_names: Sequence[str], gripper_joint: s
 class UnitConverter:
     """Converts joint vectors between ROS radians and checkpoint units, joint by joint.
 
-    ``calibration`` (a LeRobot calibration, ``so100_driver.calibration.ArmCalibration``) is needed by the
+    ``calibration`` (a LeRobot calibration, ``smolvla_common.calibration.ArmCalibration``) is needed by the
     range units; with it, degrees also go through the calibration (so ``drive_mode`` is honoured exactly as
     the driver does). Without it, degrees are ``rad * 180 / pi`` (the driver's radians and LeRobot's degrees
     share their zero at mid-range and their 4095 steps per turn).

@@ -35,13 +35,11 @@ CLI: ``python -m so100_driver.emulator --link /tmp/so101 [--preset so101_followe
 
 from so100_driver.emulator.bus_emulator import BusEmulator
 from so100_driver.emulator.faults import Faults
-from so100_driver.emulator.presets import PRESETS, SO101_MOTOR_IDS, SO101_MOTOR_NAMES, MotorPreset
+from so100_driver.emulator.presets import PRESETS, MotorPreset
 from so100_driver.emulator.servo import PhysicsParams, ServoModel
 
 __all__ = [
     "PRESETS",
-    "SO101_MOTOR_IDS",
-    "SO101_MOTOR_NAMES",
     "BusEmulator",
     "Faults",
     "MotorPreset",

@@ -44,7 +44,7 @@ class BusEmulator:
             None makes one in a private temporary directory.
         preset: ``"so101_follower"``, ``"so101_leader"`` (or ``so100_*``): realistic LeRobot-calibrated
             EEPROM and a rest pose; None: factory servos (offset 0, limits 0..4095, at 2048).
-        calibration: a LeRobot calibration file path or :class:`so100_driver.calibration.ArmCalibration`;
+        calibration: a LeRobot calibration file path or :class:`smolvla_common.calibration.ArmCalibration`;
             its homing offsets and ranges are written to EEPROM (joints start mid-range unless a preset
             supplies a rest pose).
         positions: initial Present_Position per ID (overrides the preset's rest pose).
@@ -109,7 +109,7 @@ class BusEmulator:
         if preset is not None:
             motors = list(preset_motors(preset))
         if calibration is not None:
-            from so100_driver.calibration import ArmCalibration, load_calibration
+            from smolvla_common.calibration import ArmCalibration, load_calibration
 
             cal = calibration if isinstance(calibration, ArmCalibration) else load_calibration(calibration)
             rest = {m.name: m.rest for m in motors}

@@ -9,16 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-SO101_MOTOR_NAMES: tuple[str, ...] = (
-    "shoulder_pan",
-    "shoulder_lift",
-    "elbow_flex",
-    "wrist_flex",
-    "wrist_roll",
-    "gripper",
-)
-SO101_MOTOR_IDS: tuple[int, ...] = (1, 2, 3, 4, 5, 6)
-
 
 @dataclass(frozen=True)
 class MotorPreset:

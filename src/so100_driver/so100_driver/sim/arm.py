@@ -1,7 +1,7 @@
 """Physics of the simulated SO-101: position servos with the real node's safety rules (ROS-free).
 
 Every control tick (the "bus cycle") each goal moves towards the request by the real arm's rule
-(:func:`so100_driver.arm_controller.next_goal`: at most ``max_velocity`` per second, never farther than
+(:func:`so100_driver.arm.safety.next_goal`: at most ``max_velocity`` per second, never farther than
 ``max_step`` from the measured position, never outside the joint range), then physics runs for one
 control period. Torque off disables the actuators (the arm sags under gravity like an unpowered arm);
 torque on holds the present position, as on the real servos.
@@ -15,12 +15,12 @@ from dataclasses import dataclass
 import mujoco
 import numpy as np
 
-from so100_driver.arm_controller import next_goal
+from so100_driver.arm.safety import next_goal
 from so100_driver.sim.scene import CUBE_BODY, JOINT_NAMES, TABLE_TOP_Z
 
 
 @dataclass(frozen=True)
-class ArmState:
+class SimSnapshot:
     """A consistent snapshot of the simulation at ``time`` (seconds of simulated time)."""
 
     time: float
@@ -124,10 +124,10 @@ class SimArm:
                 self.data.ctrl[self._actuators] = self._goal
             mujoco.mj_step(self.model, self.data, nstep=self.substeps)
 
-    def state(self) -> ArmState:
+    def state(self) -> SimSnapshot:
         with self._lock:
             data = self.data
-            return ArmState(
+            return SimSnapshot(
                 time=float(data.time),
                 position=data.qpos[self._qpos_index].copy(),
                 velocity=data.qvel[self._qvel_index].copy(),

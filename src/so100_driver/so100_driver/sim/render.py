@@ -16,7 +16,7 @@ import mujoco
 import numpy as np
 
 from so100_driver.sim.gl_backend import gl_context_class, gl_help, select_gl_backend
-from so100_driver.sim.scene import CameraConfig
+from so100_driver.sim.scene import SimCamera
 
 
 class RenderError(RuntimeError):
@@ -26,7 +26,7 @@ class RenderError(RuntimeError):
 class FrameRenderer:
     """Renders one camera of ``model``; create, use and close it on the same thread."""
 
-    def __init__(self, model: mujoco.MjModel, camera: CameraConfig):
+    def __init__(self, model: mujoco.MjModel, camera: SimCamera):
         self.camera = camera
         self._model = model
         self._data = mujoco.MjData(model)
@@ -84,7 +84,7 @@ class CameraStream(threading.Thread):
     def __init__(
         self,
         model: mujoco.MjModel,
-        camera: CameraConfig,
+        camera: SimCamera,
         fps: float,
         wait_for_time: Callable[[float], bool],
         snapshot: Callable[[], tuple[float, np.ndarray]],

@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from so100_driver.sim.arm import ArmState, SimArm
+from so100_driver.sim.arm import SimArm, SimSnapshot
 from so100_driver.sim.render import CameraStream, RenderError
-from so100_driver.sim.scene import CameraConfig
+from so100_driver.sim.scene import SimCamera
 
 
 @dataclass
@@ -34,11 +34,11 @@ class SimRuntime:
     def __init__(
         self,
         arm: SimArm,
-        cameras: Sequence[CameraConfig],
+        cameras: Sequence[SimCamera],
         camera_fps: float,
         now: Callable[[], float],
         command_for: Callable[[float], np.ndarray | None],
-        on_state: Callable[[ArmState], None],
+        on_state: Callable[[SimSnapshot], None],
         on_frame: Callable[[str, float, np.ndarray], None],
         on_tick: Callable[[float], None] | None = None,
         state_rate: float = 100.0,

@@ -13,9 +13,10 @@ from dataclasses import dataclass
 import mujoco
 import numpy as np
 
+from smolvla_common.joints import SO101_JOINTS
 from so100_driver.sim.assets import arm_model_path, decimated_mesh, decimation_available
 
-JOINT_NAMES = ("shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll", "gripper")
+JOINT_NAMES = SO101_JOINTS  # the model's joints are named like LeRobot's motors
 CUBE_BODY = "cube"
 TABLE_TOP_Z = 0.0
 
@@ -44,7 +45,7 @@ CAMERA_MOUNTS: dict[str, CameraMount] = {
 
 
 @dataclass(frozen=True)
-class CameraConfig:
+class SimCamera:
     name: str
     width: int = 256
     height: int = 256
@@ -60,7 +61,7 @@ class CameraConfig:
 
 @dataclass(frozen=True)
 class SceneConfig:
-    cameras: tuple[CameraConfig, ...] = (CameraConfig("top"), CameraConfig("wrist"))
+    cameras: tuple[SimCamera, ...] = (SimCamera("top"), SimCamera("wrist"))
     cube_position: tuple[float, float] = (0.24, 0.08)  # on the table, metres in the arm's base frame
     cube_yaw: float = 0.0  # rad
     cube_size: float = 0.03  # edge length, metres

@@ -1,0 +1,1 @@
+"""Shared by both sides of the SmolVLA suite: executor, recorder, bags and the common rules."""

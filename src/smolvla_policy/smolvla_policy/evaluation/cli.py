@@ -1,0 +1,143 @@
+"""``smolvla-eval``: evaluate a SmolVLA checkpoint offline on a rosbag2 recording."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from smolvla_common.bags import BagError, BagReader
+from smolvla_common.joints import SO101_JOINTS
+from smolvla_policy.evaluation.evaluate import DEFAULT_STRIDE, EvalSettings, evaluate_bag, read_ground_truth
+from smolvla_policy.evaluation.policies import GroundTruthPolicy, load_runtime_policy
+from smolvla_policy.evaluation.report import _fmt, write_report
+
+
+def parse_cameras(specs: Sequence[str]) -> dict[str, str]:
+    """``["top=/cameras/top/image_raw", "wrist"]`` -> camera -> topic (default /cameras/<name>/image_raw)."""
+    cameras: dict[str, str] = {}
+    for spec in specs:
+        for item in (s.strip() for s in spec.split(",")):
+            if not item:
+                continue
+            name, _, topic = item.partition("=")
+            name = name.strip()
+            if not name or name in cameras:
+                raise ValueError(f"--cameras: empty or repeated camera name in {item!r}")
+            cameras[name] = topic.strip() or f"/cameras/{name}/image_raw"
+    return cameras
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="smolvla-eval",
+        description="Evaluate a SmolVLA checkpoint offline on a rosbag2 recording (mcap or sqlite3).",
+    )
+    add = parser.add_argument
+    add("bag", help="rosbag2 folder (ros2 bag record or smolvla-record)")
+    add("--checkpoint", help="LeRobot SmolVLA checkpoint folder or cached hub repo id")
+    add("--ground-truth", action="store_true", help="replay the recorded commands as the policy (zero error)")
+    add(
+        "--ground-truth-topic",
+        default="/joint_commands",
+        help="what was really commanded: JointTrajectory or JointState topic (e.g. /leader/joint_states)",
+    )
+    add("--joint-states-topic", default="/joint_states")
+    add("--instruction-topic", default="/instruction")
+    add(
+        "--cameras",
+        action="append",
+        default=[],
+        help="name=topic[,name=topic] (name = checkpoint image key suffix); default: the checkpoint's "
+        "cameras on /cameras/<name>/image_raw",
+    )
+    add("--units", default="degrees", help="checkpoint joint units: degrees | range | radians")
+    add("--calibration", default="", help="LeRobot calibration JSON (needed for range units)")
+    add("--units-check", default="strict", choices=("strict", "warn", "off"))
+    add("--task", default="", help="instruction used while the bag has none")
+    add("--stride", type=int, default=DEFAULT_STRIDE, help="one observation every N joint states")
+    add("--max-samples", type=int, default=0, help="stop after N observations (0: all)")
+    add("--max-age", type=float, default=0.5, help="max_observation_age_s of the policy node")
+    add("--image-resize", default="refuse", choices=("refuse", "resize"))
+    add("--fps", type=float, default=0.0, help="action rate; 0: the checkpoint's")
+    add("--chunk-size", type=int, default=50, help="--ground-truth only: actions per chunk")
+    add("--device", default="cpu")
+    add("--dtype", default="float32")
+    add("--vlm-path", default="")
+    add("--seed", type=int, default=0, help="noise seed (runs are reproducible)")
+    add("--gripper-threshold", type=float, default=None, help="rad; default: middle of the recorded range")
+    add("--out", default="reports/eval", help="report folder")
+    add("--no-plots", action="store_true")
+    add("--no-progress", action="store_true")
+    return parser
+
+
+def make_policy(
+    args: argparse.Namespace, cameras: dict[str, str], log: Callable[[str], None]
+) -> tuple[Any, str]:
+    """The policy the command line asks for and its name: the recorded commands, or the checkpoint."""
+    if args.ground_truth:
+        with BagReader(args.bag) as bag:
+            truth = read_ground_truth(bag, args.ground_truth_topic, SO101_JOINTS)
+        return GroundTruthPolicy(truth, 1.0 / (args.fps or 30.0), args.chunk_size), (
+            f"ground truth ({args.ground_truth_topic})"
+        )
+    if not args.checkpoint:
+        raise ValueError("give --checkpoint (or --ground-truth for a sanity check of the bag)")
+    if not cameras:
+        from smolvla_policy.runtime import CheckpointInfo
+
+        keys = CheckpointInfo.from_checkpoint(args.checkpoint).image_keys
+        cameras.update(parse_cameras([k.removeprefix("observation.images.") for k in keys]))
+    policy = load_runtime_policy(
+        args.checkpoint,
+        list(cameras),
+        units=args.units,
+        calibration_file=args.calibration or None,
+        task=args.task,
+        device=args.device,
+        dtype=args.dtype,
+        vlm_path=args.vlm_path or None,
+        seed=args.seed,
+        units_check=args.units_check,
+        image_resize=args.image_resize,
+        max_observation_age_s=args.max_age,
+        fps=args.fps or None,
+    )
+    for warning in policy.warnings:
+        log(f"warning: {warning}")
+    return policy, args.checkpoint
+
+
+def main(argv: Sequence[str] | None = None, log: Callable[[str], None] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    log = log or (lambda text: print(text, file=sys.stderr))
+    try:
+        cameras = parse_cameras(args.cameras)
+        policy, policy_id = make_policy(args, cameras, log)
+        settings = EvalSettings(
+            camera_topics=cameras,
+            joint_state_topic=args.joint_states_topic,
+            ground_truth_topic=args.ground_truth_topic,
+            instruction_topic=args.instruction_topic,
+            task=args.task,
+            stride=args.stride,
+            max_samples=args.max_samples,
+            gripper_threshold=args.gripper_threshold,
+        )
+        result = evaluate_bag(args.bag, policy, settings, policy_id, progress=not args.no_progress)
+    except (BagError, ValueError, FileNotFoundError) as exc:
+        log(f"smolvla-eval: error: {exc}")
+        return 2
+    path = write_report(result, args.out, plots=not args.no_plots)
+    mae = result.metrics.get("mae", {}).get("all")
+    log(
+        f"{len(result.records)} chunks from {result.samples} observations "
+        f"({sum(result.refusals.values())} refused); MAE {_fmt(mae)} rad; report: {path.parent}/report.html"
+    )
+    return 0 if result.records else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
