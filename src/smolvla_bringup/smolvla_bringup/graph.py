@@ -121,6 +121,11 @@ ARGUMENTS = {
 }
 
 
+def arguments_for(nodes: tuple[NodeSpec, ...]) -> list[Argument]:
+    """The arguments that set a parameter of at least one of ``nodes`` (what a graph's launch file offers)."""
+    return [a for a in ARGUMENTS.values() if any(spec in nodes for spec, _ in a.targets)]
+
+
 def check_namespace(namespace: str) -> str:
     """A namespace for a whole graph ('' for the root), as ``/name``; ValueError when ROS would refuse it."""
     namespace = namespace.strip()

@@ -3,7 +3,8 @@
 Equivalent to ``ros2 topic pub --once /instruction std_msgs/msg/String "data: '...'"`` with a latched
 (transient-local) publisher, so a policy node that starts later still receives the task. It waits until
 a subscriber has matched (or the timeout passes), publishes once, and keeps the message available for
-``--linger`` seconds for late joiners.
+``--linger`` seconds for late joiners. Exit code 0 when a subscriber received it, 1 when none matched
+before the linger ended (nothing received it), 2 for an empty or oversized instruction.
 """
 
 from __future__ import annotations
@@ -43,8 +44,10 @@ def validate_instruction(text: str) -> str:
 def publish_instruction(
     text: str, topic: str = "/instruction", wait_s: float = 5.0, linger_s: float = 1.0, args=None
 ) -> int:
-    """Publish one latched instruction; return the number of subscribers that were matched."""
+    """Publish one latched instruction; return how many subscribers received it (the most matched at
+    once until the linger ended: a late joiner gets the latched message when it matches)."""
     import rclpy
+    from rclpy.duration import Duration
     from std_msgs.msg import String
 
     context = rclpy.Context()
@@ -55,13 +58,28 @@ def publish_instruction(
         deadline = time.monotonic() + wait_s
         while publisher.get_subscription_count() == 0 and time.monotonic() < deadline:
             time.sleep(0.05)
-        matched = publisher.get_subscription_count()
         publisher.publish(String(data=text))
-        time.sleep(linger_s)
+        matched = publisher.get_subscription_count()
+        deadline = time.monotonic() + linger_s
+        while time.monotonic() < deadline:
+            matched = max(matched, publisher.get_subscription_count())
+            time.sleep(0.05)
+        if matched:  # reliable: wait until every subscriber acknowledged it (bounded)
+            publisher.wait_for_all_acked(Duration(seconds=1.0))
         return matched
     finally:
         node.destroy_node()
         rclpy.shutdown(context=context)
+
+
+def not_received_text(topic: str, waited_s: float) -> str:
+    """What to say when nothing subscribed to the instruction topic."""
+    return (
+        f"nobody received the instruction: no subscriber on {topic} within {waited_s:.1f} s. Is the policy "
+        "node running on this ROS_DOMAIN_ID (smolvla-run sim|real|policy), and in this namespace (a graph "
+        "started with --namespace left listens on /left/instruction)? The policy's `task` parameter "
+        "(smolvla-run --task) is a persistent default."
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -84,13 +102,11 @@ def main(argv: list[str] | None = None) -> int:
     matched = publish_instruction(text, parsed.topic, parsed.wait, parsed.linger, args=ros_args or None)
     if matched == 0:
         print(
-            f"smolvla-instruct: published on {parsed.topic}, but no subscriber was listening after "
-            f"{parsed.wait:.0f} s (is the policy node running on this ROS_DOMAIN_ID?). It stays latched "
-            "only while this command runs; the policy node's `task` parameter is the persistent default.",
+            f"smolvla-instruct: {not_received_text(parsed.topic, parsed.wait + parsed.linger)}",
             file=sys.stderr,
         )
-    else:
-        print(f"smolvla-instruct: '{text}' -> {parsed.topic} ({matched} subscriber(s))")
+        return 1
+    print(f"smolvla-instruct: '{text}' -> {parsed.topic} ({matched} subscriber(s))")
     return 0
 
 

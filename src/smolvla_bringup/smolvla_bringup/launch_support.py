@@ -18,7 +18,7 @@ def _nodes(context, graph_name: str):
     files, specs = graph.graph(graph_name)
     namespace = graph.check_namespace(LaunchConfiguration("namespace").perform(context))
     extra = [p for p in LaunchConfiguration("params").perform(context).split(",") if p]
-    values = {name: LaunchConfiguration(name).perform(context) for name in graph.ARGUMENTS}
+    values = {a.name: LaunchConfiguration(a.name).perform(context) for a in graph.arguments_for(specs)}
     per_node = graph.overrides(values, specs)
     return [
         Node(
@@ -35,10 +35,12 @@ def _nodes(context, graph_name: str):
 
 
 def describe(graph_name: str) -> LaunchDescription:
-    """Launch arguments (all default to "keep the YAML value") and the graph's nodes."""
+    """The graph's launch arguments (only those that set a parameter of one of its nodes; all default to
+    "keep the YAML value") and its nodes."""
+    _, specs = graph.graph(graph_name)
     arguments = [
-        DeclareLaunchArgument(name, default_value="", description=argument.help)
-        for name, argument in graph.ARGUMENTS.items()
+        DeclareLaunchArgument(argument.name, default_value="", description=argument.help)
+        for argument in graph.arguments_for(specs)
     ]
     arguments.append(
         DeclareLaunchArgument("params", default_value="", description="extra YAML files, comma-separated")

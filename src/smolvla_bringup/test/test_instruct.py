@@ -1,4 +1,4 @@
-"""The instruction CLI publishes a latched std_msgs/String over real DDS."""
+"""The instruction CLI publishes a latched std_msgs/String over real DDS; exit code 1 when nobody got it."""
 
 from __future__ import annotations
 
@@ -58,3 +58,12 @@ def test_cli_delivers_latched_instruction(start_delay):
         listener.join(timeout=10)
     assert rc == 0
     assert received == ["pick up the red cube"]
+
+
+def test_cli_exits_1_when_nobody_received_the_instruction(capsys):
+    """No subscriber until the linger ended: nothing received it, exit code 1 and what to check."""
+    argv = ["pick up the red cube", "--wait", "0.5", "--linger", "0.5", "--topic", "/left/instruction"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "nobody received the instruction: no subscriber on /left/instruction within 1.0 s" in err
+    assert "policy node running" in err

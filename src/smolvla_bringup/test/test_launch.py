@@ -31,7 +31,7 @@ def _load(path: Path):
 
 @pytest.mark.parametrize("filename", sorted(GRAPH_OF))
 def test_launch_file_describes_the_graph(filename):
-    for package in ("launch", "launch_ros"):
+    for package in ("launch", "launch_ros", "composition_interfaces"):
         if importlib.util.find_spec(package) is None:
             pytest.skip(
                 f"`{package}` is not installed (ROS 2 PyPI wheels): the launch files need a ROS 2 install"
@@ -44,12 +44,15 @@ def test_launch_file_describes_the_graph(filename):
     name = GRAPH_OF[filename]
     description = _load(LAUNCH_DIR / filename).generate_launch_description()
     declared = {a.name for a in description.entities if isinstance(a, DeclareLaunchArgument)}
-    assert declared == {*graph.ARGUMENTS, "params"}
-
     files, specs = graph.graph(name)
-    values = {"checkpoint": "/models/ckpt", "fps": "25", "params": "/extra.yaml"}
-    if name != "policy":
-        values["mode"] = "sync"
+    applicable = {a.name for a in graph.arguments_for(specs)}
+    assert declared == {*applicable, "params", "namespace"}
+    assert ("port" in declared) == (name in ("real", "robot")) and ("checkpoint" in declared) == (
+        name != "robot"
+    )
+
+    candidates = {"checkpoint": "/models/ckpt", "fps": "25", "mode": "sync", "port": "/dev/ttyUSB7"}
+    values = {k: v for k, v in candidates.items() if k in applicable} | {"params": "/extra.yaml"}
     context = LaunchContext()
     for argument in description.entities:
         if isinstance(argument, DeclareLaunchArgument):

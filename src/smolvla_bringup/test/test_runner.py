@@ -1,8 +1,12 @@
 """`smolvla-run sim` end to end: the sim bringup in its own process, an instruction from `smolvla-instruct`,
-chunks executed and the simulated arm moving, then a clean exit on Ctrl-C (SIGINT).
+chunks executed and the simulated arm moving, progress lines in plain words, then a clean exit on Ctrl-C
+(SIGINT). `smolvla-run robot` on the servo-bus emulator: the arm's torque-off at shutdown in the output, a
+calibration mismatch reported once with the runner's own flag. `smolvla-run policy` with an unusable
+checkpoint: exit code 1 with the policy's reason.
 
 Everything is real: the runner process builds the nodes from the shipped YAML files (MuJoCo arm and
-cameras, policy with a tiny generated checkpoint, executor); this test talks to it over DDS only.
+cameras, policy with a tiny generated checkpoint, executor, arm node on an emulated bus); this test talks
+to it over DDS only.
 """
 
 from __future__ import annotations
@@ -146,6 +150,141 @@ def test_sim_bringup_runs_an_instruction_and_stops_on_ctrl_c(demo_checkpoint, wa
     assert rc == 0, f"smolvla-run did not exit cleanly on SIGINT (rc {rc}):\n{log[-3000:]}"
     assert "SIGINT received, shutting down" in log
     assert "Traceback" not in log, log[-3000:]
+    lines = log.splitlines()
+    progress = [  # each once: state changes only
+        "arm: enabled since ",
+        "policy: loading ",
+        "policy: model loaded on ",
+        "policy: instruction received: 'pick up the red cube'",  # while loading, or after
+        "policy: first chunk published (inference ",
+        "executor: executing the first chunk",
+    ]
+    found = [next((i for i, line in enumerate(lines) if line.startswith(p)), None) for p in progress]
+    assert None not in found, f"missing progress lines {progress}:\n{log[-3000:]}"
+    _, loading, loaded, instruction, first_chunk, executing = found
+    assert loading < loaded < first_chunk < executing and instruction < first_chunk, log[-3000:]
+    for prefix in progress:
+        assert sum(line.startswith(prefix) for line in lines) == 1, prefix
+    periodic = [line for line in lines if line.startswith("executor: executing, ")]
+    executor_lines = [line for line in lines if line.startswith("executor: ")]
+    assert len(executor_lines) <= 10 + len(periodic), executor_lines  # not a flood
+
+
+def _run_to_completion(cmd, timeout=240) -> tuple[int, str]:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+    return done.returncode, done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("unusable", ["missing", "needs-calibration"])
+def test_a_policy_that_cannot_start_ends_the_run_with_exit_code_1(demo_checkpoint, unusable):
+    """The policy reaches ERROR while loading: the run stops cleanly, exit code 1, the reason printed with
+    the fix in the runner's flags (the gripper's LeRobot units need the calibration file)."""
+    checkpoint = "/nonexistent/checkpoint" if unusable == "missing" else str(demo_checkpoint)
+    cmd = [sys.executable, "-m", "smolvla_bringup.runner", "policy", "--checkpoint", checkpoint]
+    rc, log = _run_to_completion([*cmd, "--device", "cpu", "--duration", "200"])
+    assert rc == 1, log[-3000:]
+    assert "policy: ERROR: cannot start the policy" in log
+    assert "smolvla-run: stopped: the policy node could not start: cannot start the policy" in log
+    if unusable == "missing":
+        assert "/nonexistent/checkpoint" in log and "does not exist" in log
+    else:
+        assert "set calibration_file to the arm's LeRobot calibration JSON" in log
+        assert "[smolvla-run: --calibration-file FILE]" in log
+    assert "Traceback" not in log, log[-3000:]
+
+
+def _emulated_robot(tmp_path, mismatch: bool):
+    """A calibration file, and an emulated follower whose EEPROM matches it (or, with ``mismatch``, whose
+    elbow_flex homing offset differs)."""
+    import dataclasses
+
+    from smolvla_common.calibration import ArmCalibration, MotorCalibration, save_calibration
+    from so100_driver.emulator.bus_emulator import BusEmulator
+    from so100_driver.emulator.presets import preset_motors
+
+    motors = {m.name: MotorCalibration(m.motor_id, 0, m.homing_offset, m.range_min, m.range_max)
+              for m in preset_motors("so101_follower")}  # fmt: skip
+    file = save_calibration(ArmCalibration(motors), tmp_path / "follower.json")
+    if mismatch:
+        elbow = motors["elbow_flex"]
+        motors["elbow_flex"] = dataclasses.replace(elbow, homing_offset=elbow.homing_offset + 100)
+    emulated = save_calibration(ArmCalibration(motors), tmp_path / "servos.json")
+    return file, BusEmulator(calibration=emulated)
+
+
+@pytest.mark.parametrize("mismatch", [False, True], ids=["calibrated", "calibration-mismatch"])
+def test_robot_graph_reports_the_arm_and_its_torque_off_at_shutdown(tmp_path, mismatch):
+    calibration, emulator = _emulated_robot(tmp_path, mismatch)
+    with emulator as emu:
+        cmd = [
+            sys.executable, "-m", "smolvla_bringup.runner", "robot", "--port", emu.port,
+            "--calibration-file", str(calibration),
+            "--top-camera", str(tmp_path / "no_top"), "--wrist-camera", str(tmp_path / "no_wrist"),
+        ]  # fmt: skip
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        process = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        output: list[str] = []
+        reader = threading.Thread(target=lambda: output.extend(process.stdout), daemon=True)
+        reader.start()
+        expected = "arm: torque off (calibration mismatch" if mismatch else "arm: enabled since "
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and not any(line.startswith(expected) for line in output):
+            time.sleep(0.1)
+        time.sleep(3.0)  # the executor runs meanwhile: with a mismatch it must not command the idle arm
+        torque_before = [emu.servo(i).torque_enabled for i in range(1, 7)]
+        rc = _stop(process, reader)
+        log = "".join(output)
+    assert any(line.startswith(expected) for line in log.splitlines()), log[-3000:]
+    assert rc == 0, log[-3000:]
+    assert torque_before == [not mismatch] * 6  # held (calibrated), or never enabled (mismatch)
+    assert not any(emu.servo(i).torque_enabled for i in range(1, 7))
+    assert "arm: torque off (shutdown)" in log.splitlines(), log[-3000:]
+    if mismatch:
+        assert "[smolvla-run: --calibration-file FILE]" in log  # the runner's flag for the file
+        assert sum("[arm]: calibration mismatch" in line for line in log.splitlines()) == 1, log[-3000:]
+        assert "joint_commands rejected" not in log, log[-3000:]
+    assert "Traceback" not in log, log[-3000:]
+
+
+def test_hints_name_the_runner_flags():
+    """The nodes' hints (parameter names, launch syntax) in the runner's syntax: its flag when it has one,
+    else a --params YAML line; launch-style `name:=value` is rewritten."""
+    from smolvla_bringup.hints import for_runner
+
+    text = "checkpoint stats look like degrees, not radians (units_check:=warn runs anyway)"
+    assert for_runner("policy", text, {"units_check"}) == (
+        "checkpoint stats look like degrees, not radians (units_check: warn runs anyway) "
+        "[smolvla-run: --params FILE.yaml holding '/**/policy: {ros__parameters: {units_check: ...}}']"
+    )
+    text = "parameter checkpoint is empty: set it to a LeRobot SmolVLA checkpoint folder or repo id"
+    assert for_runner("policy", text, {"checkpoint"}).endswith("[smolvla-run: --checkpoint CHECKPOINT]")
+    text = "parameter 'source' = '/dev/video9' does not exist"
+    assert for_runner("camera_top", text).endswith("[smolvla-run: --top-camera CAMERA]")
+    assert for_runner("executor", "rate_hz:=15 is too slow", {"rate_hz"}) == (
+        "--fps 15 is too slow [smolvla-run: --fps FPS]"
+    )
+    plain = "set the camera to that size"  # 'camera' is no parameter of the policy
+    assert for_runner("policy", plain, {"cameras", "image_resize"}) == plain
+    neutral = "calibration_file (smolvla-run: --calibration-file FILE; ros2 launch: calibration_file:=FILE)"
+    assert for_runner("arm", neutral, {"calibration_file"}) == neutral  # already says it for every setup
+
+
+def test_progress_prints_state_changes_not_a_flood():
+    """Sync mode alternates executing and holding every chunk: a few lines, not one per status."""
+    from smolvla_bringup.progress import Progress
+    from smolvla_msgs.msg import ExecutorStatus
+
+    progress, lines, steps = Progress(period_s=5.0), [], 0
+    for tick in range(300):  # 30 s of statuses at 10 Hz: 0.5 s executing, 1 s holding, repeated
+        executing = tick % 15 < 5
+        steps += 3 if executing else 0
+        state = ExecutorStatus.STATE_RUNNING if executing else ExecutorStatus.STATE_HOLDING
+        msg = ExecutorStatus(state=state, executed_steps=steps, message="running" if executing else "holding")
+        lines += progress.on_executor(msg, tick * 0.1)
+    assert lines[1] == "executor: executing the first chunk (0 received)"
+    assert not any(line.startswith("executor: idle") for line in lines)  # never 2 s without a step
+    assert len(lines) == 2 + 5, lines  # the first status, executing, then one line per 5 s
 
 
 def test_runner_refuses_bad_command_lines(capsys, tmp_path):
@@ -155,6 +294,10 @@ def test_runner_refuses_bad_command_lines(capsys, tmp_path):
     assert "missing.yaml" in capsys.readouterr().err
     assert runner.main(["real", "--fps", "fast"]) == 2
     assert "'fps' must be a float" in capsys.readouterr().err
+    assert runner.main(["robot", "--port", "/dev/null"]) == 2  # a node refusing its parameters
+    err = capsys.readouterr().err
+    assert "could not start the robot graph: arm: parameter 'calibration_file'" in err
+    assert "[smolvla-run: --calibration-file FILE]" in err
     with pytest.raises(SystemExit):
         runner.main(["simulation"])
 

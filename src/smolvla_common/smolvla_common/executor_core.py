@@ -26,6 +26,7 @@ from observations made after the torque-on only. In e-stop and pause nothing is 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import deque
 from dataclasses import dataclass, field
@@ -35,7 +36,7 @@ import numpy as np
 
 from smolvla_common.arm_status import ArmReport
 from smolvla_common.chunk import Chunk, check_chunk
-from smolvla_common.parameters import require
+from smolvla_common.parameters import ParameterError, require
 
 #: Blend rules: weight of the NEW chunk over the overlap (the first four are LeRobot's aggregate functions).
 FIXED_NEW_WEIGHTS = {"latest_only": 1.0, "weighted_average": 0.7, "average": 0.5, "conservative": 0.3}
@@ -53,9 +54,27 @@ class State(IntEnum):
     ESTOP = 4
 
 
+#: Read at every tick or chunk, so they can change while the executor runs; the others shape its state.
+LIVE_FIELDS = frozenset(
+    {
+        "mode",
+        "threshold",
+        "blend",
+        "max_step_rad",
+        "joint_state_timeout_s",
+        "chunk_timeout_s",
+        "request_timeout_s",
+        "future_stamp_tolerance_s",
+        "max_chunk_age_s",
+        "expected_dt_s",
+    }
+)
+
+
 @dataclass
 class ExecutorConfig:
-    """Executor parameters (the node exposes each one as a ROS parameter of the same name)."""
+    """Executor parameters (the node exposes each one as a ROS parameter of the same name). The ones in
+    :data:`LIVE_FIELDS` may change while the executor runs (:meth:`ChunkExecutorCore.reconfigure`)."""
 
     joint_names: tuple[str, ...]
     rate_hz: float = 30.0
@@ -382,6 +401,16 @@ class ChunkExecutorCore:
         return reason
 
     # ------------------------------------------------------------------ control
+
+    def reconfigure(self, **changes: object) -> None:
+        """Change fields of :data:`LIVE_FIELDS` while running (validated like at startup; ParameterError
+        names the field). The plan and the state are kept; the next tick uses the new values."""
+        fixed = sorted(set(changes) - LIVE_FIELDS)
+        if fixed:
+            raise ParameterError(
+                f"parameter '{fixed[0]}' is read at startup only: restart the executor to change it"
+            )
+        self.config = dataclasses.replace(self.config, **changes)
 
     def start(self, now: float) -> tuple[bool, str]:
         """Start, resume from pause, or leave e-stop (torque is re-enabled on the arm, not here)."""

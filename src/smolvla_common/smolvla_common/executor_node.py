@@ -34,10 +34,10 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from smolvla_common.arm_status import ALWAYS_ENABLED, arm_report
 from smolvla_common.chunk import chunk_from_msg
-from smolvla_common.executor_core import ChunkExecutorCore, ExecutorConfig, ExecutorStats, State
+from smolvla_common.executor_core import LIVE_FIELDS, ChunkExecutorCore, ExecutorConfig, ExecutorStats, State
 from smolvla_common.joints import SO101_JOINTS
 from smolvla_common.node_main import run_node
-from smolvla_common.parameters import ParameterError, declare_parameters, require
+from smolvla_common.parameters import ParameterError, accept_live_changes, declare_parameters, require
 from smolvla_common.qos import LATCHED, RELIABLE
 from smolvla_common.timeutil import duration_msg, seconds
 from smolvla_msgs.msg import ActionChunk, ArmStatus, ChunkRequest, ExecutorStatus
@@ -88,6 +88,7 @@ class ExecutorNode(Node):
         except ParameterError:
             self.destroy_node()
             raise
+        accept_live_changes(self, executor_parameters(), self._reconfigure, LIVE_FIELDS | {"task"})
         self.shadow = bool(self.params["shadow"])
         # without an arm status (an arm driver that publishes none), or in shadow mode (nothing is sent to
         # the arm: a replayed bag has no arm), the arm counts as enabled until it says otherwise
@@ -137,6 +138,14 @@ class ExecutorNode(Node):
 
     def _now(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
+
+    def _reconfigure(self, changes: dict) -> None:
+        """``ros2 param set`` on a live parameter: the core's from its next tick, the request task at once."""
+        with self._lock:
+            self.core.reconfigure(**{k: v for k, v in changes.items() if k != "task"})
+            self.config = self.core.config
+            self.params["task"] = changes.get("task", self.params["task"])
+        self.get_logger().info(f"parameters changed: {changes}")
 
     def _on_tick(self, info: TimerInfo = None) -> None:  # rclpy passes TimerInfo by exact annotation
         with self._lock:

@@ -2,14 +2,18 @@
 
 Spins until Ctrl-C or SIGTERM, then destroys the node while its context is still valid, so it can still
 disable torque, stop its threads and log. rclpy's own signal handler is not installed (it would
-invalidate the context at once); SIGINT and SIGTERM become KeyboardInterrupt instead, also for a node
-started in the background, where SIGINT is ignored by default.
+invalidate the context at once). While the node is being built (a model may take a minute to load),
+SIGINT and SIGTERM raise KeyboardInterrupt; once it spins they only set a flag that the spin loop checks
+every 0.1 s: an exception raised in the middle of rclpy's C++ calls can surface as a pybind11
+``RuntimeError`` instead (seen on Jazzy's rclpy). Both also apply to a node started in the background,
+where SIGINT is ignored by default.
 """
 
 from __future__ import annotations
 
 import signal
 import sys
+import threading
 from collections.abc import Callable
 
 import rclpy
@@ -20,6 +24,11 @@ from rclpy.signals import SignalHandlerOptions
 
 def _interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
+
+
+def _handle_stop_signals(handler) -> None:
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, handler)
 
 
 def run_node(
@@ -36,8 +45,8 @@ def run_node(
     name the bad parameter); any other error propagates with its traceback.
     """
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, _interrupt)
+    _handle_stop_signals(_interrupt)
+    stop_requested = threading.Event()
     node = None
     executor = None
     try:
@@ -48,7 +57,8 @@ def run_node(
             return 2
         executor = executor_factory()
         executor.add_node(node)
-        while rclpy.ok():
+        _handle_stop_signals(lambda signum, frame: stop_requested.set())
+        while rclpy.ok() and not stop_requested.is_set():
             executor.spin_once(timeout_sec=0.1)  # returns to Python regularly, so signals are handled
     except (KeyboardInterrupt, ExternalShutdownException):
         pass

@@ -12,7 +12,7 @@ reaches the check here instead of raising inside rclpy.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 _WORDS = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
@@ -72,3 +72,35 @@ def require(condition: bool, name: str, expected: str, value: Any) -> None:
     """Raise :func:`invalid` unless ``condition`` holds (for ranges and choices)."""
     if not condition:
         raise invalid(name, expected, value)
+
+
+def accept_live_changes(
+    node, defaults: Mapping[str, Any], apply: Callable[[dict[str, Any]], None], live: Collection[str]
+) -> None:
+    """Let ``ros2 param set`` change the parameters named in ``live`` while ``node`` runs.
+
+    A new value is converted like at startup and handed to ``apply`` (which may raise
+    :class:`ParameterError` to refuse it); the node's other parameters are refused with the reason that they
+    are read at startup only. Call it after :func:`declare_parameters`.
+    """
+    from rcl_interfaces.msg import SetParametersResult
+
+    def on_set(parameters) -> SetParametersResult:
+        changes = {}
+        try:
+            for parameter in parameters:
+                if parameter.name not in defaults:
+                    continue  # rclpy's own (use_sim_time, ...)
+                if parameter.name not in live:
+                    raise ParameterError(
+                        f"parameter '{parameter.name}' is read at startup only: restart the node to change "
+                        f"it (these change live: {', '.join(sorted(live))})"
+                    )
+                changes[parameter.name] = coerce(parameter.name, parameter.value, defaults[parameter.name])
+            if changes:
+                apply(changes)
+        except ParameterError as error:
+            return SetParametersResult(successful=False, reason=str(error))
+        return SetParametersResult(successful=True)
+
+    node.add_on_set_parameters_callback(on_set)

@@ -532,3 +532,14 @@ def test_the_executor_never_imports_torch():
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert result.stdout.strip() == "[]"
+
+
+def test_reconfigure_changes_live_fields_only_and_validates_them():
+    core = ChunkExecutorCore(ExecutorConfig(joint_names=JOINTS))
+    core.reconfigure(threshold=0.2, mode="sync", blend="crossfade")
+    assert (core.config.threshold, core.config.mode, core.config.blend) == (0.2, "sync", "crossfade")
+    with pytest.raises(ValueError, match="'rate_hz' is read at startup only"):
+        core.reconfigure(rate_hz=60.0)
+    with pytest.raises(ValueError, match="'blend'"):
+        core.reconfigure(blend="median")
+    assert core.config.blend == "crossfade" and core.config.rate_hz == 30.0

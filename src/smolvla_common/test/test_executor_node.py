@@ -409,3 +409,28 @@ def test_bad_parameters_fail_with_the_parameter_name():
         node.destroy_node()
     finally:
         rclpy.shutdown(context=context)
+
+
+def test_live_parameters_change_while_running_and_the_others_are_refused_with_the_reason():
+    """`ros2 param set /executor threshold 0.3` works; `rate_hz` shapes the timer and needs a restart."""
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    try:
+        node = ExecutorNode(context=context)
+        (result,) = node.set_parameters([Parameter("threshold", value=0.3)])
+        assert result.successful and node.core.config.threshold == 0.3
+        (result,) = node.set_parameters([Parameter("blend", value="crossfade")])
+        assert result.successful and node.core.config.blend == "crossfade"
+        (result,) = node.set_parameters([Parameter("task", value="stack the cups")])
+        assert result.successful and node.params["task"] == "stack the cups"
+        (result,) = node.set_parameters([Parameter("rate_hz", value=50.0)])
+        assert not result.successful and "read at startup only" in result.reason
+        (result,) = node.set_parameters([Parameter("threshold", value=1.5)])
+        assert not result.successful and "'threshold'" in result.reason
+        (result,) = node.set_parameters([Parameter("max_step_rad", value="big")])
+        assert not result.successful and "'max_step_rad': expected a number" in result.reason
+        assert node.core.config.threshold == 0.3 and node.config.rate_hz == 30.0  # refused: unchanged
+        assert node.get_parameter("threshold").value == 0.3 and node.get_parameter("rate_hz").value == 30.0
+        node.destroy_node()
+    finally:
+        rclpy.shutdown(context=context)

@@ -19,6 +19,11 @@ import time
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.node import Node
+
+try:
+    from rclpy.event_handler import SubscriptionEventCallbacks
+except ImportError:  # ROS 2 Humble
+    from rclpy.qos_event import SubscriptionEventCallbacks
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import String
@@ -163,7 +168,8 @@ class PolicyNode(Node):
             self.camera_topics[name] = subscription.topic_name  # resolved: errors name the real topic
         self.create_subscription(JointState, "joint_states", self._on_joint_state, sensor)
         # Two instruction subscriptions: transient-local receives the latched instruction of a transient-local
-        # publisher after a late start; volatile also matches plain publishers (e.g. `ros2 topic pub`).
+        # publisher after a late start; volatile also matches plain publishers (e.g. `ros2 topic pub`). Such
+        # a publisher is incompatible with the transient-local one by design: that event is not a warning.
         for durability in (DurabilityPolicy.TRANSIENT_LOCAL, DurabilityPolicy.VOLATILE):
             qos = QoSProfile(
                 history=HistoryPolicy.KEEP_LAST,
@@ -171,7 +177,10 @@ class PolicyNode(Node):
                 reliability=ReliabilityPolicy.RELIABLE,
                 durability=durability,
             )
-            self.create_subscription(String, "instruction", self._on_instruction, qos)
+            events = None
+            if durability == DurabilityPolicy.TRANSIENT_LOCAL:
+                events = SubscriptionEventCallbacks(incompatible_qos=self._on_volatile_instruction_publisher)
+            self.create_subscription(String, "instruction", self._on_instruction, qos, event_callbacks=events)
         self.create_subscription(ChunkRequest, "smolvla/request", self._on_request, RELIABLE)
 
     def _runtime_config(self) -> RuntimeConfig:
@@ -223,6 +232,9 @@ class PolicyNode(Node):
             self._note("empty instruction and no default task parameter: observations are refused")
         else:
             self._note(f"instruction: {text.strip() or self.p['task']!r}")
+
+    def _on_volatile_instruction_publisher(self, _event) -> None:
+        self.get_logger().debug("a volatile instruction publisher: served by the volatile subscription")
 
     def _on_request(self, msg: ChunkRequest) -> None:
         with self._lock:

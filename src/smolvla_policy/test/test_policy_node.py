@@ -17,6 +17,7 @@ import pytest
 import rclpy
 from builtin_interfaces.msg import Duration
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from rcl_interfaces.msg import Log
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
@@ -344,6 +345,30 @@ def test_continuous_mode_publishes_without_requests(rig_factory):
     assert all(c.request_id == 0 for c in robot.chunks)
     ids = [c.chunk_id for c in robot.chunks]
     assert ids == sorted(ids) and len(set(ids)) == len(ids)
+
+
+def test_a_volatile_instruction_publisher_reaches_the_node_without_a_qos_warning(rig_factory):
+    """`ros2 topic pub /instruction ...` offers volatile durability: the volatile subscription receives it,
+    and the transient-local one (for latched instructions) is incompatible with it on purpose, quietly."""
+    rig = rig_factory(instruction=None)
+    logs: list[Log] = []
+    reliable = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
+    rosout = rig.robot.create_subscription(Log, "/rosout", logs.append, reliable)
+    wait_for(lambda: rosout.get_publisher_count() >= 2, 5.0, "/rosout of the policy node matched")
+    time.sleep(0.5)
+    publisher = rig.robot.create_publisher(String, "/instruction", reliable)  # volatile, like ros2 topic pub
+    wait_for(lambda: publisher.get_subscription_count() >= 1, 5.0, "the volatile subscription matched")
+
+    def delivered() -> bool:
+        publisher.publish(String(data="wave"))
+        time.sleep(0.1)
+        return rig.node._instruction == "wave"
+
+    wait_for(delivered, 5.0, "the volatile instruction reaching the node")
+    wait_for(lambda: rig.robot.status_with("instruction: 'wave'"), 5.0, "the instruction in the status")
+    time.sleep(1.0)  # the incompatible-QoS event, if any, is logged on discovery
+    policy_logs = [log.msg for log in logs if log.name == "policy"]
+    assert not [text for text in policy_logs if "incompatible" in text.lower()], policy_logs
 
 
 @pytest.mark.parametrize(

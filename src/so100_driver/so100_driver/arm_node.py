@@ -8,6 +8,10 @@ are ignored); serves ``~/torque`` (std_srvs/SetBool).
 Threads: the control loop runs on its own thread, paced by the monotonic clock (the bus is hardware);
 trajectory times and message stamps use the node clock, so ``use_sim_time`` works. The executor thread
 only takes commands and torque requests, under the controller's lock.
+
+Logging: a calibration mismatch is logged once (with the fix); a rejected command once per cause and
+torque episode, then only counted (``rejections_by_cause`` in ``arm: bus``); on shutdown the torque-off is
+logged and published as the last ``~/status`` ("torque off (shutdown)").
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from smolvla_common.parameters import declare_parameters, require
 from smolvla_common.qos import LATCHED
 from smolvla_common.timeutil import seconds
 from smolvla_msgs.msg import ArmStatus
-from so100_driver.arm.commands import CommandError
+from so100_driver.arm.commands import CommandError, RejectionLog
 from so100_driver.arm.follower import ArmController
 from so100_driver.arm.link import ArmState, CycleResult
 from so100_driver.arm.safety import SafetyConfig
@@ -91,6 +95,10 @@ class ArmNode(Node):
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.status_pub = self.create_publisher(ArmStatus, "~/status", LATCHED)
         self._last_status: tuple | None = None
+        self._episode: tuple | None = None  # (state, epoch): a new one logs each rejection cause once more
+        self.rejections = RejectionLog()
+        self._calibration_logged: set[str] = set()
+        self._stopped = False
         self.create_subscription(JointTrajectory, "joint_commands", self._on_command, 10)
         self.create_service(SetBool, "~/torque", self._on_torque)
 
@@ -111,13 +119,18 @@ class ArmNode(Node):
                 self.controller.reject(UNSTAMPED)
             self.controller.command(self._now(), list(msg.joint_names), points, start_time=stamp)
         except CommandError as exc:
-            self.get_logger().error(f"joint_commands rejected: {exc}", throttle_duration_sec=1.0)
+            if self.rejections.first(str(exc)):
+                self.get_logger().error(
+                    f"joint_commands rejected: {exc} (logged once; more of the same are counted in "
+                    "/diagnostics 'arm: bus' rejections_by_cause)"
+                )
 
     def _on_torque(self, request: SetBool.Request, response: SetBool.Response) -> SetBool.Response:
         if request.data:
             ok, message = self.controller.enable_torque(self._now())
         else:
             ok, message = self.controller.disable_torque()
+        self._calibration_logged.update(self.controller.calibration_problems)  # named in this answer
         response.success, response.message = ok, message
         text = f"torque {'on' if request.data else 'off'}: {message}"
         if ok:  # one call site per severity: rclpy refuses to change a call site's severity
@@ -137,6 +150,9 @@ class ArmNode(Node):
         if key == self._last_status and not periodic:
             return
         self._last_status = key
+        if (state, epoch) != self._episode:
+            self._episode = (state, epoch)
+            self.rejections.new_episode()
         stamp = self.get_clock().now().to_msg()
         self.status_pub.publish(arm_status_msg(stamp, state.value, epoch, since, message))
 
@@ -145,16 +161,31 @@ class ArmNode(Node):
         controller = self.controller
         if not controller.connect(self._now()):
             self.get_logger().error(f"servo bus not available, retrying: {controller.connect_error}")
-        elif controller.calibration_problems:
+            if self.enable_on_start:  # torque on once the bus answers (the arm plugged in or powered later)
+                with controller.lock:
+                    controller.resume_torque = True
+        elif self.enable_on_start and not controller.calibration_problems:
+            self._on_torque(SetBool.Request(data=True), SetBool.Response())
+        self._log_events()
+        self._publish_status(periodic=True)
+
+    def _log_events(self) -> None:
+        """The controller's events; a calibration mismatch once, as one error with the fix."""
+        problems = [p for p in self.controller.calibration_problems if p not in self._calibration_logged]
+        if problems:
+            self._calibration_logged.update(problems)
             self.get_logger().error(
                 "calibration mismatch, torque stays off: "
-                + "; ".join(controller.calibration_problems)
+                + "; ".join(problems)
                 + ". "
-                + controller.calibration_fix_hint()
+                + self.controller.calibration_fix_hint()
             )
-        elif self.enable_on_start:
-            self._on_torque(SetBool.Request(data=True), SetBool.Response())
-        self._publish_status(periodic=True)
+        for event in self.controller.drain_events():
+            if "calibration mismatch: " in event and all(
+                p in self._calibration_logged for p in self.controller.calibration_problems
+            ):
+                continue  # "calibration mismatch: X", "reconnected, but torque stays off: calibration ..."
+            self.get_logger().warning(event)
 
     def _loop(self) -> None:
         self._start()
@@ -164,16 +195,12 @@ class ArmNode(Node):
             started = time.monotonic()
             result = self.controller.step(self._now())
             self._publish(result)
-            for event in self.controller.drain_events():
-                self.get_logger().warning(event)
+            self._log_events()
             periodic = started >= next_diag
             self._publish_status(periodic)
             if periodic:
                 next_diag = started + self.diagnostics_period
-                stamp = self.get_clock().now().to_msg()
-                self.diag_pub.publish(
-                    to_diagnostic_array(stamp, self.controller.reports("arm"), self.bus.port_name)
-                )
+                self._publish_diagnostics()
             self.cycle_times.append(time.monotonic() - started)
             del self.cycle_times[:-1000]
             next_cycle += self.period
@@ -183,6 +210,12 @@ class ArmNode(Node):
             elif delay > 0:
                 self._stop.wait(delay)
 
+    def _publish_diagnostics(self) -> None:
+        reports = self.controller.reports("arm")
+        reports[0].values["rejections_by_cause"] = self.rejections.summary()  # reports[0]: "arm: bus"
+        stamp = self.get_clock().now().to_msg()
+        self.diag_pub.publish(to_diagnostic_array(stamp, reports, self.bus.port_name))
+
     def _publish(self, result: CycleResult) -> None:
         stamp = self.get_clock().now().to_msg()
         if result.positions is not None:
@@ -191,12 +224,38 @@ class ArmNode(Node):
             self.commanded_pub.publish(joint_state(stamp, result, result.goals, self.joint_names))
 
     def stop(self) -> None:
-        """Stop the control loop and release the arm (torque off unless configured to hold)."""
-        if not hasattr(self, "_thread"):
-            return  # construction failed before the bus was opened: nothing to release
+        """Stop the control loop and release the arm (torque off unless configured to hold); say so in the
+        log and in a last ``~/status``."""
+        if not hasattr(self, "_thread") or self._stopped:
+            return  # construction failed before the bus was opened, or stopped already
+        self._stopped = True
         self._stop.set()
         self._thread.join(timeout=5.0)
-        self.controller.shutdown(torque_off=self.torque_off_on_shutdown)
+        controller = self.controller
+        if controller.state == ArmState.DISCONNECTED:
+            ok, message = False, "shutdown while disconnected from the servo bus: torque state unknown"
+        elif self.torque_off_on_shutdown:
+            ok, detail = controller.disable_torque()
+            message = "torque off (shutdown)" if ok else f"shutdown: {detail}: support the arm"
+        else:
+            ok, message = True, "shutdown: torque left on (torque_off_on_shutdown is false)"
+        if ok:  # one call site per severity
+            self.get_logger().info(message)
+        else:
+            self.get_logger().error(message)
+        self._publish_final_status(message)
+        controller.shutdown(torque_off=False)
+
+    def _publish_final_status(self, message: str) -> None:
+        c = self.controller
+        if not self.context.ok():
+            return
+        stamp = self.get_clock().now().to_msg()
+        try:
+            self.status_pub.publish(arm_status_msg(stamp, c.state.value, c.epoch, c.enabled_since, message))
+        except Exception:  # the context went down meanwhile: nobody is listening any more
+            if self.context.ok():
+                raise
 
     def destroy_node(self) -> None:
         self.stop()

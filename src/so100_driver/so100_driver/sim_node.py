@@ -37,7 +37,7 @@ from smolvla_common.parameters import ParameterError, declare_parameters, requir
 from smolvla_common.qos import LATCHED, sensor_qos
 from smolvla_common.timeutil import seconds
 from smolvla_msgs.msg import ArmStatus
-from so100_driver.arm.commands import CommandError, JointTargets
+from so100_driver.arm.commands import CommandError, JointTargets, RejectionLog
 from so100_driver.arm_node import UNSTAMPED
 from so100_driver.sim.arm import SimArm, SimSnapshot  # (importing so100_driver.sim selects MUJOCO_GL first)
 from so100_driver.sim.render import RenderError
@@ -165,6 +165,7 @@ class SimArmNode(Node):
             max_velocity=p["max_velocity"],
         )
         self.commands = JointTargets(JOINT_NAMES, dict(zip(JOINT_NAMES, self.arm.goal, strict=True)))
+        self.rejections = RejectionLog()
         self.epoch = 0
         self.enabled_since: float | None = None
         self.publish_clock = p["publish_clock"]
@@ -252,7 +253,11 @@ class SimArmNode(Node):
                 self.commands.reject(UNSTAMPED)
             self.commands.command(self._command_now(), list(msg.joint_names), points, stamp, disabled)
         except CommandError as error:
-            self.get_logger().error(f"joint_commands rejected: {error}", throttle_duration_sec=1.0)
+            if self.rejections.first(str(error)):  # each cause once per torque episode, then counted
+                self.get_logger().error(
+                    f"joint_commands rejected: {error} (logged once; more of the same are counted in "
+                    "/diagnostics 'arm: simulation' rejections_by_cause)"
+                )
 
     def _hold_here(self, enabled_since: float | None = None) -> None:
         self.commands.hold(dict(zip(JOINT_NAMES, self.arm.state().position, strict=True)), enabled_since)
@@ -281,6 +286,7 @@ class SimArmNode(Node):
         return response
 
     def _publish_status(self) -> None:
+        self.rejections.new_episode()
         enabled = self.arm.torque_enabled
         stamp = self.get_clock().now().to_msg()
         message = "torque on (simulation)" if enabled else "torque off (simulation)"
@@ -338,6 +344,7 @@ class SimArmNode(Node):
             "lag_resets": str(stats.lag_resets),
             "accepted_commands": str(self.commands.accepted),
             "rejected_commands": str(self.commands.rejected),
+            "rejections_by_cause": self.rejections.summary(),
             "last_rejection": self.commands.last_rejection,
             "callback_errors": str(stats.callback_errors),
             "cube_position": np.array2string(self.arm.cube_position(), precision=3),

@@ -15,6 +15,7 @@ import time
 import pytest
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
+from rcl_interfaces.msg import Log
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
@@ -70,6 +71,10 @@ class Probe:
         self.node = Node("probe", context=context)
         self.lock = threading.RLock()
         self.states, self.commanded, self.diagnostics, self.arm_status = [], [], [], []
+        self.logs: list[Log] = []  # the arm node's /rosout
+        self.node.create_subscription(
+            Log, "/rosout", lambda m: m.name == "arm" and self._add(self.logs, m), 100
+        )
         self.node.create_subscription(JointState, "/joint_states", lambda m: self._add(self.states, m), 50)
         self.node.create_subscription(
             ArmStatus, "/arm/status", lambda m: self._add(self.arm_status, m), LATCHED
@@ -120,6 +125,10 @@ class Probe:
             point.time_from_start.nanosec = int((t - int(t)) * 1e9)
             msg.points.append(point)
         self.commands.publish(msg)
+
+    def log_lines(self, text):
+        with self.lock:
+            return [log.msg for log in self.logs if text in log.msg]
 
     def statuses(self, name_part):
         with self.lock:
@@ -265,6 +274,67 @@ def test_sim_time_stamps_and_shutdown_torque_off(running, emu):
     assert probe.set_torque(True).success
     assert emu.servo(2).torque_enabled
     node.stop()
+    assert not any(emu.servo(i).torque_enabled for i in range(1, 7))
+    # said in the log and in a last status, for the runner and anyone watching arm/status
+    assert probe.wait(lambda: probe.arm_status[-1].message == "torque off (shutdown)")
+    assert probe.arm_status[-1].state == ArmStatus.STATE_IDLE
+    assert probe.wait(lambda: probe.log_lines("torque off (shutdown)"))
+
+
+def test_torque_on_start_waits_for_servos_that_answer_late(running, emu):
+    """enable_torque_on_start with the servos unpowered at start: torque on once they answer."""
+    for servo_id in range(1, 7):
+        emu.faults.silence(servo_id)
+    _, probe = running(enable_torque_on_start=True)
+    assert probe.wait(lambda: probe.arm_status and probe.arm_status[-1].state == ArmStatus.STATE_DISCONNECTED)
+    time.sleep(0.3)
+    for servo_id in range(1, 7):
+        emu.faults.unsilence(servo_id)
+    assert probe.wait(lambda: probe.arm_status[-1].state == ArmStatus.STATE_ENABLED)
+    assert probe.arm_status[-1].epoch == 1
+    assert all(emu.servo(i).torque_enabled for i in range(1, 7))
+
+
+def test_shutdown_with_torque_left_on_says_so(running, emu):
+    node, probe = running(torque_off_on_shutdown=False)
+    assert probe.wait(lambda: probe.states)
+    assert probe.set_torque(True).success
+    node.stop()
+    assert emu.servo(2).torque_enabled
+    text = "shutdown: torque left on (torque_off_on_shutdown is false)"
+    assert probe.wait(lambda: probe.arm_status[-1].message == text)
+    assert probe.arm_status[-1].state == ArmStatus.STATE_ENABLED
+
+
+def test_calibration_mismatch_is_logged_once_and_rejections_once_per_cause(running, emu):
+    """A sender that keeps commanding an arm that refused torque (a leader mirroring, a driver without
+    ArmStatus): one calibration error with its fix, one line per rejection cause, the rest counted."""
+    emu.servo(3).set("Homing_Offset", -900)  # the EEPROM no longer matches the calibration file
+    node, probe = running(enable_torque_on_start=True)
+    assert probe.wait(lambda: probe.arm_status and "calibration mismatch" in probe.arm_status[-1].message)
+    assert probe.wait(lambda: probe.states)
+    pan = dict(zip(probe.states[-1].name, probe.states[-1].position, strict=True))["shoulder_pan"]
+    for _ in range(25):  # 2.5 s at 10 Hz: a throttled log would repeat 2-3 times
+        probe.send(["shoulder_pan"], [(0.1, [pan])])
+        time.sleep(0.1)
+    probe.send(["shoulder_pan"], [(0.1, [pan])], stamp=0)
+    probe.send(["shoulder_pan"], [(0.1, [pan])], stamp=0)
+    assert probe.wait(lambda: node.controller.rejected_commands == 27)
+
+    def cause_counts():
+        statuses = probe.statuses("arm: bus")
+        values = {kv.key: kv.value for kv in statuses[-1].values} if statuses else {}
+        return values.get("rejections_by_cause", "")
+
+    expected = ("25x arm is idle: enable torque first", "2x header.stamp is not set")
+    assert probe.wait(lambda: all(text in cause_counts() for text in expected)), cause_counts()
+    time.sleep(0.3)
+    mismatch = probe.log_lines("calibration mismatch")
+    assert len(mismatch) == 1, mismatch
+    assert "elbow_flex" in mismatch[0] and "so100-calibrate" in mismatch[0]
+    assert "smolvla-run: --calibration-file FILE; ros2 launch: calibration_file:=FILE" in mismatch[0]
+    assert len(probe.log_lines("joint_commands rejected: arm is idle: enable torque first")) == 1
+    assert len(probe.log_lines("joint_commands rejected: header.stamp is not set")) == 1
     assert not any(emu.servo(i).torque_enabled for i in range(1, 7))
 
 

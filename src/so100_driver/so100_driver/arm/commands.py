@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import math
+import re
+import threading
 from collections.abc import Mapping, Sequence
+
+_NUMBER = re.compile(r"[-+]?\d+(?:\.\d+)?(?:e[-+]?\d+)?")
 
 
 class CommandError(ValueError):
@@ -164,3 +168,39 @@ class JointTargets:
         plan.joints.pop(index)
         for point in plan.points:
             point.pop(index)
+
+
+class RejectionLog:
+    """Which rejected commands to log: the first of each cause, the rest only counted (a sender that keeps
+    sending to an arm that cannot move would otherwise fill the log). The cause is the reason with its
+    numbers left out; :meth:`new_episode` (torque on or off, a fault) logs each cause once more.
+    Thread-safe: commands arrive on the executor thread, state changes on the control thread."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.counts: dict[str, int] = {}
+        self._logged: set[str] = set()
+
+    @staticmethod
+    def cause(reason: str) -> str:
+        return _NUMBER.sub("#", reason)
+
+    def first(self, reason: str) -> bool:
+        """Count a rejection; True when its cause was not logged yet in this episode (log it now)."""
+        cause = self.cause(reason)
+        with self._lock:
+            self.counts[cause] = self.counts.get(cause, 0) + 1
+            if cause in self._logged:
+                return False
+            self._logged.add(cause)
+            return True
+
+    def new_episode(self) -> None:
+        with self._lock:
+            self._logged.clear()
+
+    def summary(self, limit: int = 5) -> str:
+        """E.g. ``120x arm is idle: enable torque first ...; 2x unknown joint name(s) [...]``."""
+        with self._lock:
+            ranked = sorted(self.counts.items(), key=lambda item: -item[1])
+        return "; ".join(f"{count}x {cause[:120]}" for cause, count in ranked[:limit])

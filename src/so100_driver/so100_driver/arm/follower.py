@@ -39,6 +39,8 @@ from so100_driver.bus import BusDisconnectedError, BusError, FeetechBus, Telemet
 class ArmController(ArmLink):
     """Follower arm: targets from trajectories, protection, torque management."""
 
+    CALIBRATION_SETTING = "smolvla-run: --calibration-file FILE; " + ArmLink.CALIBRATION_SETTING
+
     def __init__(
         self,
         bus: FeetechBus,

@@ -181,12 +181,14 @@ class ArmLink:
                 eeprom[servo_id][register] = value
         return compare_with_servos(self.calibration(), eeprom)
 
+    #: how each way of starting the node sets its calibration file (the leader has no runner flag)
+    CALIBRATION_SETTING = "ros2 launch: calibration_file:=FILE; ros2 run: -p calibration_file:=FILE"
+
     def calibration_fix_hint(self) -> str:
         return (
-            "The servos' EEPROM does not match the calibration file. Either write the file to the servos "
-            "(`so100-calibrate --port PORT --file FILE --write-only`), recalibrate "
-            "(`so100-calibrate --port PORT --file FILE`), or set the `calibration_file` parameter to the "
-            "file that belongs to this arm."
+            "Fix: write the file to the servos (`so100-calibrate --port PORT --file FILE --write-only`), "
+            "recalibrate (`so100-calibrate --port PORT --file FILE`), or give the file that belongs to this "
+            f"arm in the parameter calibration_file ({self.CALIBRATION_SETTING})."
         )
 
     def _on_connected(self, now: float) -> None:
