@@ -44,5 +44,5 @@ bench-eval: setup  ## offline evaluation speed with the real-size model
 bench-pipeline: setup  ## sync vs async execution with injected inference latency
 	@$(RUN) python benchmarks/bench_pipeline.py $(ARGS)
 
-clean:  ## remove build products (keeps the venvs)
+clean:  ## remove the colcon build products build*/ install*/ log*/ (keeps the venvs and reports/)
 	rm -rf build install log build-kilted install-kilted log-kilted

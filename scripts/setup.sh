@@ -27,11 +27,12 @@ die() { printf '[setup] ERROR: %s\n' "$*" >&2; exit 1; }
 
 # --- 1. virtual environment ---------------------------------------------------------------
 if [ ! -x "$VENV/bin/python" ]; then
-  command -v "$PYTHON" >/dev/null || die "$PYTHON not found; install CPython 3.10, 3.11 or 3.12 (the ros-* wheels exist for these)"
+  command -v "$PYTHON" >/dev/null || die "$PYTHON not found; install CPython 3.11 or 3.12"
   version="$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
+  # The ros-* wheels exist for 3.10-3.12, but the pinned NumPy 2.4, MuJoCo 4 and pyarrow 26 need 3.11+.
   case "$version" in
-    3.10|3.11|3.12) ;;
-    *) die "Python $version found, but the ros-* wheels exist for CPython 3.10-3.12 only; set PYTHON=/path/to/python3.12" ;;
+    3.11|3.12) ;;
+    *) die "Python $version found, but the pinned dependencies exist for CPython 3.11 and 3.12 only (ros-* wheels: 3.10-3.12; NumPy 2.4, MuJoCo 4, pyarrow 26: 3.11+); set PYTHON=/path/to/python3.12" ;;
   esac
   log "creating the $SMOLVLA_DISTRO virtual environment in ${VENV#"$ROOT"/} (Python $version)"
   "$PYTHON" -m venv "$VENV" || die "python3 -m venv failed (on Debian/Ubuntu: apt install python3.11-venv)"

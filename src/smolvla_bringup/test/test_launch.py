@@ -34,7 +34,8 @@ def test_launch_file_describes_the_graph(filename):
     for package in ("launch", "launch_ros", "composition_interfaces"):
         if importlib.util.find_spec(package) is None:
             pytest.skip(
-                f"`{package}` is not installed (ROS 2 PyPI wheels): the launch files need a ROS 2 install"
+                f"`{package}` is not installed: `make setup` installs the launch system from "
+                "../shared/ros2-cli when that folder exists; a full ROS 2 install has it"
             )
     from launch import LaunchContext
     from launch.actions import DeclareLaunchArgument, OpaqueFunction

@@ -43,16 +43,29 @@ def test_no_machine_specific_paths_in_tracked_files():
 
 def test_generated_files_are_ignored():
     ignored = (REPO / ".gitignore").read_text().split()
-    for entry in ("/.venv/", "/build/", "/install/", "/log/", "__pycache__/"):
-        assert entry in ignored, f".gitignore must ignore {entry}"
+    for distro_suffix in ("", "-kilted"):  # one workspace per ROS 2 distribution (scripts/workspace.sh)
+        for entry in ("/.venv", "/build", "/install", "/log"):
+            assert f"{entry}{distro_suffix}/" in ignored, f".gitignore must ignore {entry}{distro_suffix}/"
+    assert "__pycache__/" in ignored
+
+
+def test_make_clean_removes_build_products_only():
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    dry_run = subprocess.run(["make", "-n", "clean"], cwd=REPO, capture_output=True, text=True, check=True)
+    removed = dry_run.stdout.split()
+    for product in ("build", "install", "log", "build-kilted", "install-kilted", "log-kilted"):
+        assert product in removed
+    assert not {"reports", ".venv", ".venv-kilted"} & set(removed), "make clean must keep reports and venvs"
 
 
 def test_ci_runs_the_readme_test_command():
     readme = (REPO / "README.md").read_text()
     ci = (REPO / ".ci" / "run").read_text()
-    assert "make test" in readme, "the README must give `make test` as the test command"
     commands = [line.strip() for line in ci.splitlines() if line.strip() and not line.startswith("#")]
-    assert "make test" in commands, ".ci/run must run exactly the README's test command"
+    for command in ("make test", "ROS_DISTRO=kilted make test"):  # both distributions
+        assert f"`{command}`" in readme, f"the README must give `{command}` as a test command"
+        assert command in commands, f".ci/run must run exactly the README's test command {command!r}"
 
 
 def test_every_package_has_readme_manifest_and_marker():

@@ -51,13 +51,22 @@ NODE_SCRIPT = textwrap.dedent(
 )
 
 
-def _start(mode: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-c", NODE_SCRIPT, mode],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+@pytest.fixture(name="start")
+def _start_fixture():
+    """Start the node script in a process; any process still running after the test is killed."""
+    started: list[subprocess.Popen] = []
+
+    def start(mode: str) -> subprocess.Popen:
+        command = [sys.executable, "-c", NODE_SCRIPT, mode]
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
 
 
 def _wait_for_line(process: subprocess.Popen, expected: str, timeout: float = 30.0) -> None:
@@ -73,29 +82,29 @@ def _wait_for_line(process: subprocess.Popen, expected: str, timeout: float = 30
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGINT, signal.SIGINT, signal.SIGTERM])
-def test_a_signal_while_spinning_destroys_the_node_and_exits_zero(signum):
-    process = _start("run")
+def test_a_signal_while_spinning_destroys_the_node_and_exits_zero(start, signum):
+    process = start("run")
     _wait_for_line(process, "spinning")
     process.send_signal(signum)
-    out, err = process.communicate(timeout=10)
+    out, err = process.communicate(timeout=30)
     assert process.returncode == 0, err
     assert "destroyed after" in out
     assert "Traceback" not in err, err
 
 
-def test_ctrl_c_while_the_node_is_built_exits_at_once():
-    process = _start("slow-start")
+def test_ctrl_c_while_the_node_is_built_exits_at_once(start):
+    process = start("slow-start")
     _wait_for_line(process, "building")
     started = time.monotonic()
     process.send_signal(signal.SIGINT)
-    out, err = process.communicate(timeout=10)
-    assert time.monotonic() - started < 5
+    out, err = process.communicate(timeout=30)
+    assert time.monotonic() - started < 20  # the build sleeps 30 s
     assert process.returncode == 0, err
     assert "destroyed" not in out and "Traceback" not in err
 
 
-def test_a_refused_parameter_exits_2_with_the_message():
-    process = _start("refuse")
+def test_a_refused_parameter_exits_2_with_the_message(start):
+    process = start("refuse")
     _out, err = process.communicate(timeout=30)
     assert process.returncode == 2
     assert err.strip() == "busy: parameter 'rate_hz': expected > 0, got -1"

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import math
+import re
+import warnings
 import zlib
 
 import numpy as np
@@ -307,3 +309,78 @@ def test_compressed_camera_topics_are_decoded_like_the_node_does(tmp_path):
     )
     assert not result.refusals and len(seen) == 3
     assert seen[0].shape == (48, 64, 3) and np.abs(seen[0].astype(int) - frame).mean() < 8  # jpeg-close
+
+
+# ------------------------------------------------------------------------------------------ the console
+
+
+def test_a_missing_bag_is_reported_before_a_missing_checkpoint(tmp_path, capsys):
+    assert main([str(tmp_path / "nonexistent.mcap"), "--checkpoint", "X", "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert "nonexistent.mcap does not exist" in err and "checkpoint" not in err
+
+
+def test_a_missing_checkpoint_is_one_line_not_a_traceback(bag_paths, tmp_path, capsys):
+    code = main(
+        [str(bag_paths["mcap"]), "--checkpoint", str(tmp_path / "nowhere"), "--out", str(tmp_path / "r")]
+    )
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("smolvla-eval: error: checkpoint directory") and "Traceback" not in err
+
+
+def test_refusal_reasons_are_grouped_on_the_console(
+    bag_paths, tiny_checkpoint, calibration_file, tmp_path, capsys
+):
+    args = [
+        str(bag_paths["mcap"]),
+        "--checkpoint",
+        str(tiny_checkpoint),
+        "--calibration",
+        str(calibration_file),
+    ]
+    args += ["--units-check", "warn", "--max-age", "0.01", "--stride", "1", "--no-progress"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a leaked library warning (matplotlib) fails the test
+        assert main([*args, "--out", str(tmp_path / "r")]) == 0
+    err = capsys.readouterr().err
+    assert "refused observations (45), by reason:" in err
+    assert re.search(r"^\s+45 x .*older than max_observation_age_s", err, re.MULTILINE), err
+
+
+def test_an_existing_report_is_never_overwritten_silently(bag_paths, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "r"
+    args = [str(bag_paths["mcap"]), "--ground-truth", "--no-progress", "--out", str(out)]
+    assert main(args) == 0
+    first = (out / "report.json").read_text()
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "already holds a report" in err and "--overwrite" in err
+    assert (out / "report.json").read_text() == first and (out / "latency_histogram.png").exists()
+    assert main([*args, "--overwrite", "--no-plots"]) == 0
+    assert not list(out.glob("*.png")), "plots of the earlier run were left beside the new report"
+    monkeypatch.chdir(tmp_path)  # the default folder is a new one per run, under reports/eval/
+    assert main([str(bag_paths["mcap"]), "--ground-truth", "--no-progress", "--no-plots"]) == 0
+    reports = list((tmp_path / "reports" / "eval").glob(f"{bag_paths['mcap'].name}-*/report.json"))
+    assert len(reports) == 1, reports
+
+
+def test_a_report_of_an_all_refused_run_is_written_without_library_warnings(bag_paths, tmp_path):
+    class Refusal:
+        ok, chunk, refusal = False, None, "image /cameras/top/image_raw is 0.5 s old"
+
+    class RefusingPolicy:
+        joint_names = tuple(SO101_JOINTS)
+
+        def infer(self, obs, now):
+            return Refusal()
+
+    result = evaluate_bag(bag_paths["mcap"], RefusingPolicy(), settings(stride=10), progress=False)
+    assert not result.records and result.refusals == {
+        "image /cameras/top/image_raw is N s old": result.samples
+    }
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        write_report(result, tmp_path / "r")
+    assert "refused: " in (tmp_path / "r" / "report.md").read_text()

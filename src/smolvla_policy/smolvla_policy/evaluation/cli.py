@@ -4,14 +4,23 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from smolvla_common.bags import BagError, BagReader
 from smolvla_common.joints import SO101_JOINTS
-from smolvla_policy.evaluation.evaluate import DEFAULT_STRIDE, EvalSettings, evaluate_bag, read_ground_truth
+from smolvla_policy.evaluation.evaluate import (
+    DEFAULT_STRIDE,
+    EvalSettings,
+    check_bag,
+    evaluate_bag,
+    read_ground_truth,
+)
 from smolvla_policy.evaluation.policies import GroundTruthPolicy, load_runtime_policy
-from smolvla_policy.evaluation.report import _fmt, write_report
+from smolvla_policy.evaluation.report import _fmt, report_files, write_report
+from smolvla_policy.model.checkpoint import CheckpointError
 
 
 def parse_cameras(specs: Sequence[str]) -> dict[str, str]:
@@ -67,7 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--vlm-path", default="")
     add("--seed", type=int, default=0, help="noise seed (runs are reproducible)")
     add("--gripper-threshold", type=float, default=None, help="rad; default: middle of the recorded range")
-    add("--out", default="reports/eval", help="report folder")
+    add("--out", default="", help="report folder (default: a new reports/eval/<bag>-<time>)")
+    add("--overwrite", action="store_true", help="replace the report already in --out")
     add("--no-plots", action="store_true")
     add("--no-progress", action="store_true")
     return parser
@@ -110,28 +120,59 @@ def make_policy(
     return policy, args.checkpoint
 
 
+def _settings(args: argparse.Namespace, cameras: dict[str, str]) -> EvalSettings:
+    return EvalSettings(
+        camera_topics=cameras,
+        joint_state_topic=args.joint_states_topic,
+        ground_truth_topic=args.ground_truth_topic,
+        instruction_topic=args.instruction_topic,
+        task=args.task,
+        stride=args.stride,
+        max_samples=args.max_samples,
+        gripper_threshold=args.gripper_threshold,
+    )
+
+
+def output_folder(args: argparse.Namespace) -> Path:
+    """Where the report goes: ``--out`` (refused when it holds a report, unless ``--overwrite``), or a new
+    ``reports/eval/<bag>-<time>`` folder."""
+    if not args.out:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        return Path("reports") / "eval" / f"{Path(args.bag.rstrip('/')).name}-{stamp}"
+    out = Path(args.out)
+    if report_files(out) and not args.overwrite:
+        raise ValueError(
+            f"--out {out} already holds a report ({', '.join(report_files(out))}); "
+            "choose another --out, or pass --overwrite to replace it"
+        )
+    return out
+
+
+def print_refusals(refusals: dict[str, int], log: Callable[[str], None]) -> None:
+    """The refusal reasons, most frequent first, with their counts."""
+    if refusals:
+        log(f"refused observations ({sum(refusals.values())}), by reason:")
+    for reason, count in sorted(refusals.items(), key=lambda item: -item[1]):
+        log(f"  {count:5d} x {reason}")
+
+
 def main(argv: Sequence[str] | None = None, log: Callable[[str], None] | None = None) -> int:
     args = build_parser().parse_args(argv)
     log = log or (lambda text: print(text, file=sys.stderr))
     try:
+        out = output_folder(args)
         cameras = parse_cameras(args.cameras)
+        with BagReader(args.bag) as bag:  # the bag's problems first: they do not need the checkpoint
+            check_bag(bag, _settings(args, cameras))
         policy, policy_id = make_policy(args, cameras, log)
-        settings = EvalSettings(
-            camera_topics=cameras,
-            joint_state_topic=args.joint_states_topic,
-            ground_truth_topic=args.ground_truth_topic,
-            instruction_topic=args.instruction_topic,
-            task=args.task,
-            stride=args.stride,
-            max_samples=args.max_samples,
-            gripper_threshold=args.gripper_threshold,
-        )
+        settings = _settings(args, cameras)
         result = evaluate_bag(args.bag, policy, settings, policy_id, progress=not args.no_progress)
-    except (BagError, ValueError, FileNotFoundError) as exc:
+    except (BagError, ValueError, FileNotFoundError, CheckpointError) as exc:
         log(f"smolvla-eval: error: {exc}")
         return 2
-    path = write_report(result, args.out, plots=not args.no_plots)
+    path = write_report(result, out, plots=not args.no_plots)
     mae = result.metrics.get("mae", {}).get("all")
+    print_refusals(result.refusals, log)
     log(
         f"{len(result.records)} chunks from {result.samples} observations "
         f"({sum(result.refusals.values())} refused); MAE {_fmt(mae)} rad; report: {path.parent}/report.html"

@@ -211,10 +211,32 @@ def _draw_latency(fig, result: EvaluationResult) -> None:
     ax.set_title("inference latency")
 
 
+#: Every file a report consists of (plots included), so an overwrite leaves nothing stale behind.
+REPORT_FILES = (
+    "report.json",
+    "report.md",
+    "report.html",
+    "predicted_vs_recorded.png",
+    "error_by_horizon.png",
+    "latency_histogram.png",
+)
+
+
+def report_files(folder: Path) -> list[str]:
+    """The report files present in ``folder``."""
+    return [name for name in REPORT_FILES if (folder / name).exists()]
+
+
 def write_report(result: EvaluationResult, out_dir: str | Path, plots: bool = True) -> Path:
-    """Write report.json, report.md, report.html and the PNG plots into ``out_dir``; returns report.json."""
+    """Write report.json, report.md, report.html and the PNG plots into ``out_dir``; returns report.json.
+
+    The files of an earlier report in ``out_dir`` are removed first (plots included, also with
+    ``plots=False``), so the folder never mixes two runs.
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    for name in report_files(out):
+        (out / name).unlink()
     files = write_plots(result, out) if plots else []
     (out / "report.json").write_text(json.dumps(report_dict(result), indent=1))
     (out / "report.md").write_text(markdown_report(result, files))
