@@ -3,7 +3,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 RUN := source scripts/env.sh &&
 
-.PHONY: help setup test lint format demo bench-model-setup bench-model bench-driver bench-camera bench-sim bench-eval bench-pipeline clean
+.PHONY: help setup test lint format demo bench-model-setup rtc-golden bench-model bench-driver bench-camera bench-sim bench-eval bench-pipeline clean
 
 help:  ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -25,6 +25,9 @@ demo: setup  ## run the whole pipeline in simulation and write a report
 
 bench-model-setup:  ## build .venv-lerobot (LeRobot 0.4.4, the reference bench-model compares against)
 	@bash scripts/setup_lerobot_reference.sh
+
+rtc-golden:  ## regenerate the RTC golden file with LeRobot 0.4.4 (.venv-lerobot, or LEROBOT_VENV=...)
+	@$${LEROBOT_VENV:-.venv-lerobot}/bin/python benchmarks/lerobot_rtc_golden.py $(ARGS)
 
 bench-model: setup  ## SmolVLA chunk latency and memory vs LeRobot (real-size architecture)
 	@$(RUN) HF_HUB_OFFLINE=1 python benchmarks/bench_model.py $(ARGS)
