@@ -5,13 +5,13 @@
 REQUEST: ``export`` (the dataset folder), ``frames`` (an .npz with the frames the export holds:
 ``action``, ``observation.state`` (N, J) float32, ``image:<key>`` (N, H, W, 3) uint8, ``lengths``,
 ``tasks`` (one per episode)), ``work`` (a scratch folder), ``exceptions`` (field pattern -> reason: fields
-allowed to differ) and ``chunk`` (action chunk length).
+allowed to differ), ``chunk`` (action chunk length) and optionally ``steps`` (the steps to run; default all).
 
 Steps, each timed: (a) ``LeRobotDataset.create`` + ``add_frame`` + ``save_episode`` of the same frames, then
 every field of both ``meta/`` folders and data files compared; (b) the export loaded with ``LeRobotDataset``
-and every video frame it decodes compared with the given images; (c) batches of action chunks
-(``delta_timestamps``) through a torch ``DataLoader``; (d) ``merge_datasets`` of the reference and the
-export; (e) one more episode recorded into a copy of the export, then the copy reloaded.
+and every video frame it decodes compared with the given images (LeRobot's own dataset too, for scale);
+(c) batches of action chunks (``delta_timestamps``) through a torch ``DataLoader``; (d) ``merge_datasets``
+of the reference and the export; (e) one more episode recorded into a copy of the export, then reloaded.
 """
 
 from __future__ import annotations
@@ -32,6 +32,8 @@ INDEX_FEATURES = ("timestamp", "frame_index", "episode_index", "index", "task_in
 def flatten(value: Any, prefix: str, out: dict[str, Any]) -> dict[str, Any]:
     """Leaves of nested dicts / lists as ``prefix.key[i]`` -> scalar."""
     if isinstance(value, dict):
+        if not value:
+            out[prefix] = "{}"
         for key, item in value.items():
             flatten(item, f"{prefix}.{key}", out)
     elif isinstance(value, list | tuple):
@@ -115,8 +117,8 @@ def make_reference(export: Path, frames: Any, root: Path) -> Path:
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
     info = json.loads((export / "meta" / "info.json").read_text())
-    features = {
-        key: {k: v for k, v in feature.items() if k != "info"}
+    features = {  # as a recording passes them: shapes as tuples, no video info yet
+        key: {**{k: v for k, v in feature.items() if k != "info"}, "shape": tuple(feature["shape"])}
         for key, feature in info["features"].items()
         if key not in INDEX_FEATURES
     }
@@ -140,11 +142,11 @@ def check_fields(request: dict, frames: Any, work: Path) -> dict:
     return report
 
 
-def check_frames(request: dict, frames: Any) -> dict:
-    """(b): the export through ``LeRobotDataset``: every frame's state, action and decoded images."""
+def check_frames(root: str | Path, frames: Any) -> dict:
+    """(b): a dataset through ``LeRobotDataset``: every frame's state, action and decoded images."""
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
-    dataset = LeRobotDataset("local/export", root=request["export"])
+    dataset = LeRobotDataset(f"local/{Path(root).name}", root=root)
     errors: dict[str, list[float]] = {}
     exact = True
     for i in range(len(dataset)):
@@ -246,12 +248,15 @@ def main(request_path: str) -> None:
     report: dict[str, Any] = {}
     steps = (
         ("fields", lambda: check_fields(request, frames, work)),
-        ("load", lambda: check_frames(request, frames)),
+        ("load", lambda: check_frames(request["export"], frames)),
+        ("load_reference", lambda: check_frames(work / "reference", frames)),  # LeRobot's own encoding
         ("chunks", lambda: check_chunks(request, frames)),
         ("merge", lambda: check_merge(request, frames, work)),
         ("resume", lambda: check_resume(request, frames, work)),
     )
     for name, step in steps:
+        if name not in request.get("steps", [name]):
+            continue
         start = time.perf_counter()
         report[name] = step()
         report[name]["seconds"] = round(time.perf_counter() - start, 2)

@@ -252,7 +252,8 @@ def test_export_errors_are_clear(recordings, calibration_file, tmp_path, capsys)
 LEROBOT_EXCEPTIONS = {
     # Written by pandas in LeRobot's environment: that environment's pyarrow and pandas versions.
     "meta/tasks.parquet:metadata:pandas.creator.version": "pyarrow version of the writing environment",
-    "meta/tasks.parquet:metadata:pandas.pandas_version": "pandas version of the writing environment",
+    # datasets' fingerprint of how LeRobot's table was built (a cache hash; the export writes its own).
+    "data/*:metadata:huggingface.fingerprint": "datasets cache hash",
     # LeRobot 0.4.4 squares uint8 pixels without widening them (wraps modulo 256): its image std is wrong.
     "meta/episodes/*:stats/observation.images.*/std*": "true image std (LeRobot's uint8 square overflows)",
     "meta/stats.json.observation.images.*.std*": "true image std (LeRobot's uint8 square overflows)",
@@ -318,8 +319,13 @@ def test_export_matches_what_lerobot_writes_and_works_with_lerobots_tools(
     assert load["frames"] == 90 and load["episodes"] == 2 and load["state_action_exact"]
     # AV1 (crf 30) on a 64x48 synthetic pattern with sharp white bars: the mean error is what tells the
     # frames are the right ones (a wrong frame moves the bar: mean error > 15); the max is at the bar's edges.
-    assert max(load["mean_pixel_error"].values()) < 8
-    assert max(load["max_pixel_error"].values()) < 255
+    # Measured: mean 1.23 / 1.39, max 95 / 93 (top / wrist); LeRobot's own encoding of the same frames:
+    # mean 1.23 / 1.39, max 99 / 94.
+    assert max(load["mean_pixel_error"].values()) < 3
+    assert max(load["max_pixel_error"].values()) < 128
+    reference = report["load_reference"]
+    for key, error in load["mean_pixel_error"].items():
+        assert error < reference["mean_pixel_error"][key] + 0.5
 
     chunks = report["chunks"]
     assert chunks["action_shapes"] == [[50, 6]] and chunks["chunks_match"] and chunks["batches"] == 12
@@ -331,4 +337,4 @@ def test_export_matches_what_lerobot_writes_and_works_with_lerobots_tools(
     resume = report["resume"]
     assert resume["frames_before"] == 90 and resume["frames_after"] == 150 and resume["episodes_after"] == 3
     assert resume["new_episode_first_action_matches"] and resume["last_item_loads"]
-    assert resume["new_episode_max_pixel_error"] < 255
+    assert resume["new_episode_max_pixel_error"] < 128

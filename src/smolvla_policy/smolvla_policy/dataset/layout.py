@@ -5,6 +5,7 @@ All episodes go into chunk 0, file 0: one data parquet, one episodes parquet and
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from collections.abc import Callable, Mapping, Sequence
@@ -214,7 +215,7 @@ def _fixed_list(values: np.ndarray) -> Any:
     return pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1)), values.shape[1])
 
 
-def _hf_features(features: Mapping[str, Mapping[str, Any]]) -> dict:
+def _hf_features(features: Mapping[str, Mapping[str, Any]], rows: int) -> dict:
     """The ``datasets`` description of the data columns (the ``huggingface`` key of the parquet schema)."""
     described: dict[str, Any] = {}
     for name, feature in features.items():
@@ -223,7 +224,9 @@ def _hf_features(features: Mapping[str, Mapping[str, Any]]) -> dict:
         value = {"dtype": feature["dtype"], "_type": "Value"}
         shape = list(feature["shape"])
         described[name] = value if shape == [1] else {"feature": value, "length": shape[0], "_type": "List"}
-    return {"info": {"features": described}}
+    # ``datasets`` keeps a 16-hex-digit fingerprint of how the table was made; here: of its features and rows.
+    fingerprint = hashlib.sha256(json.dumps([described, rows]).encode()).hexdigest()[:16]
+    return {"info": {"features": described}, "fingerprint": fingerprint}
 
 
 def write_data(out: Path, frames: Frames, features: Mapping[str, Mapping[str, Any]]) -> None:
@@ -241,7 +244,7 @@ def write_data(out: Path, frames: Frames, features: Mapping[str, Mapping[str, An
         "task_index": pa.array(frames.task_index, pa.int64()),
     }
     data = pa.table({name: columns[name] for name in features if name in columns})
-    hf_meta = json.dumps(_hf_features(features), separators=(",", ":"))
+    hf_meta = json.dumps(_hf_features(features, len(frames.index)))
     data = data.replace_schema_metadata({b"huggingface": hf_meta.encode()})
     data_file = out / DATA_PATH.format(chunk_index=0, file_index=0)
     data_file.parent.mkdir(parents=True, exist_ok=True)
@@ -259,36 +262,32 @@ def _pandas_column(name: str | None, field_name: str | None, pandas_type: str, n
     }
 
 
-def _pandas_version() -> str:
-    """The installed pandas' version (what ``to_parquet`` would record), else the one LeRobot 0.4.4 pins."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("pandas")
-    except PackageNotFoundError:
-        return "2.3.3"
+# The pandas release whose ``to_parquet`` layout :func:`tasks_table` reproduces (the one LeRobot 0.4.4's
+# reference environment has; pandas 3 stores text as large_string with numpy type "str").
+PANDAS_LAYOUT_VERSION = "3.1.1"
 
 
 def tasks_table(tasks: Sequence[str]) -> Any:
-    """meta/tasks.parquet as pandas writes ``DataFrame({"task_index": ...}, index=tasks)`` (LeRobot does)."""
+    """meta/tasks.parquet as pandas 3 writes ``DataFrame({"task_index": ...}, index=tasks)``, as LeRobot."""
     import pyarrow as pa
 
     table = pa.table(
         {
             "task_index": pa.array(range(len(tasks)), pa.int64()),
-            "__index_level_0__": pa.array(list(tasks), pa.string()),
+            "__index_level_0__": pa.array(list(tasks), pa.large_string()),
         }
     )
-    column_index = {**_pandas_column(None, None, "unicode", "object"), "metadata": {"encoding": "UTF-8"}}
+    column_index = {**_pandas_column(None, None, "unicode", "str"), "metadata": {"encoding": "UTF-8"}}
     pandas_meta = {
         "index_columns": ["__index_level_0__"],
         "column_indexes": [column_index],
         "columns": [
             _pandas_column("task_index", "task_index", "int64", "int64"),
-            _pandas_column(None, "__index_level_0__", "unicode", "object"),
+            _pandas_column(None, "__index_level_0__", "object", "str"),
         ],
+        "attributes": {},
         "creator": {"library": "pyarrow", "version": pa.__version__},
-        "pandas_version": _pandas_version(),
+        "pandas_version": PANDAS_LAYOUT_VERSION,
     }
     return table.replace_schema_metadata({b"pandas": json.dumps(pandas_meta).encode()})
 
