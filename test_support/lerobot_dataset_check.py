@@ -241,6 +241,22 @@ def check_resume(request: dict, frames: Any, work: Path) -> dict:
     }
 
 
+def image_stats(request: dict, work: Path) -> dict:
+    """LeRobot's ``compute_episode_stats`` of the frames in ``request["image_stats_frames"]`` (N, H, W, 3)."""
+    from lerobot.datasets.compute_stats import compute_episode_stats
+    from PIL import Image
+
+    images = np.load(request["image_stats_frames"])["frames"]
+    folder = work / "image_stats"
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, image in enumerate(images):
+        paths.append(str(folder / f"frame-{i:06d}.png"))
+        Image.fromarray(image).save(paths[-1])
+    stats = compute_episode_stats({"camera": paths}, {"camera": {"dtype": "video"}})["camera"]
+    return {name: value.tolist() for name, value in stats.items()}
+
+
 def main(request_path: str) -> None:
     request = json.loads(Path(request_path).read_text())
     work = Path(request["work"])
@@ -253,6 +269,7 @@ def main(request_path: str) -> None:
         ("chunks", lambda: check_chunks(request, frames)),
         ("merge", lambda: check_merge(request, frames, work)),
         ("resume", lambda: check_resume(request, frames, work)),
+        ("image_stats", lambda: image_stats(request, work)),
     )
     for name, step in steps:
         if name not in request.get("steps", [name]):

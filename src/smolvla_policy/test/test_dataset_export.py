@@ -22,7 +22,8 @@ import pytest
 
 import synthetic_bags
 from smolvla_common.bags import BagError
-from smolvla_policy.dataset import ExportSettings, export_dataset, main
+from smolvla_policy.dataset import ExportSettings, episode_image_stats, export_dataset, main
+from smolvla_policy.dataset.stats import downsample, sampled_frame_indices
 
 CAMERAS = {"top": "/cameras/top/image_raw", "wrist": "/cameras/wrist/image_raw"}
 RANGE_MIN, RANGE_MAX = 1000, 3000  # every joint's range in the `calibration_file` fixture
@@ -295,7 +296,11 @@ def test_export_matches_what_lerobot_writes_and_works_with_lerobots_tools(
         "work": str(tmp_path / "work"),
         "exceptions": LEROBOT_EXCEPTIONS,
         "chunk": 50,  # SmolVLA's chunk_size
+        "image_stats_frames": str(tmp_path / "large.npz"),
     }
+    # A longer episode of larger images: 100 of 150 frames sampled, every 2nd pixel of 320x240 taken.
+    large = np.random.default_rng(0).integers(0, 256, (150, 240, 320, 3), dtype=np.uint8)
+    np.savez(tmp_path / "large.npz", frames=large)
     (tmp_path / "request.json").write_text(json.dumps(request))
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_LEROBOT_HOME": str(tmp_path / "lerobot_home")}
     script = REPO_ROOT / "test_support" / "lerobot_dataset_check.py"
@@ -333,6 +338,12 @@ def test_export_matches_what_lerobot_writes_and_works_with_lerobots_tools(
     merge = report["merge"]
     assert merge["frames"] == 180 and merge["episodes"] == 4 and merge["last_action_matches"]
     assert merge["stats_count"] == [180]
+
+    ours = episode_image_stats([downsample(large[i]) for i in sampled_frame_indices(len(large))])
+    for name, value in report["image_stats"].items():
+        if name not in ("std", "seconds"):  # std: see LEROBOT_EXCEPTIONS
+            assert np.asarray(ours[name]).tolist() == value, name
+    assert ours["count"].tolist() == [100]
 
     resume = report["resume"]
     assert resume["frames_before"] == 90 and resume["frames_after"] == 150 and resume["episodes_after"] == 3
