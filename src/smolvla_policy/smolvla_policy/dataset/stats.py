@@ -35,12 +35,8 @@ def _quantile_name(q: float) -> str:
     return f"q{int(q * 100):02d}"
 
 
-def _histogram_quantile(column: np.ndarray, low: np.generic, high: np.generic, q: float) -> np.generic:
-    """The ``q`` quantile of ``column`` estimated from its histogram over ``low..high``."""
-    edges = np.linspace(low - _EDGE_PAD, high + _EDGE_PAD, HISTOGRAM_BINS + 1)
-    counts, _ = np.histogram(column, bins=edges)
-    cumulative = np.cumsum(np.zeros(HISTOGRAM_BINS) + counts)
-    target = q * len(column)
+def _interpolate(cumulative: np.ndarray, edges: np.ndarray, target: float) -> np.generic:
+    """Where the cumulative bin counts reach ``target``, linearly inside that bin."""
     k = int(np.searchsorted(cumulative, target))
     if k == 0:
         return edges[0]
@@ -53,14 +49,18 @@ def _histogram_quantile(column: np.ndarray, low: np.generic, high: np.generic, q
     return edges[k] + (target - before) / inside * (edges[k + 1] - edges[k])
 
 
+def _column_quantiles(column: np.ndarray, low: np.generic, high: np.generic) -> list[np.generic]:
+    """The :data:`QUANTILES` of ``column`` estimated from its histogram over ``low..high``."""
+    edges = np.linspace(low - _EDGE_PAD, high + _EDGE_PAD, HISTOGRAM_BINS + 1)
+    counts, _ = np.histogram(column, bins=edges)
+    cumulative = np.cumsum(np.zeros(HISTOGRAM_BINS) + counts)
+    return [_interpolate(cumulative, edges, q * len(column)) for q in QUANTILES]
+
+
 def _quantiles(values: np.ndarray, low: np.ndarray, high: np.ndarray) -> dict[str, np.ndarray]:
     """Histogram quantiles of every column of ``values`` (rows = samples)."""
-    return {
-        _quantile_name(q): np.array(
-            [_histogram_quantile(values[:, j], low[j], high[j], q) for j in range(values.shape[1])]
-        )
-        for q in QUANTILES
-    }
+    per_column = [_column_quantiles(values[:, j], low[j], high[j]) for j in range(values.shape[1])]
+    return {_quantile_name(q): np.array([c[i] for c in per_column]) for i, q in enumerate(QUANTILES)}
 
 
 def sample_stats(values: np.ndarray, count: int | None = None) -> Stats:
