@@ -1,13 +1,21 @@
 #!/usr/bin/env bash
-# Separate virtual environment .venv-lerobot with LeRobot 0.4.4's SmolVLA inference path, used ONLY by the
-# model benchmark (benchmarks/bench_model.py) as the reference implementation; tests never need it.
+# Separate virtual environment .venv-lerobot with LeRobot 0.4.4's SmolVLA inference path and its dataset code,
+# used by the model benchmark (benchmarks/bench_model.py) as the reference implementation and by the dataset
+# export test (src/smolvla_policy/test/test_dataset_export.py, which skips without it):
 #   - the versions the golden fixture was made with: torch 2.13.0 (CPU wheel), transformers 4.57.6,
-#     tokenizers 0.22.2, huggingface-hub 0.35.3;
+#     tokenizers 0.22.2, huggingface-hub 0.35.3; pandas 3.1.1 / pyarrow 26.0.1 (what LeRobot's parquet
+#     metadata files are written with);
 #   - lerobot 0.4.4 installed with --no-deps (it declares torch<2.11, which would pull a CUDA build), plus
-#     exactly the packages its SmolVLA inference path imports;
-#   - torchvision 0.28.0 (imported by lerobot and by the SmolVLM processor, no arithmetic on this path): its
-#     PyPI build ships CUDA-linked ops that cannot load here, so inside this venv only, its fake
-#     registrations of nms/qnms are guarded by torchvision.extension._has_ops().
+#     exactly the packages its SmolVLA inference path and its dataset code import;
+#   - video decoding: LeRobot decodes with torchcodec when that imports, else with its "pyav" backend, which
+#     is torchvision.io.VideoReader. torchcodec (LeRobot allows <0.11) needs FFmpeg shared libraries on the
+#     system and a build matching the torch version, so it is not installed; torchvision is 0.25.0, the
+#     newest LeRobot 0.4.4 allows (<0.26) and the last with VideoReader (0.28 removed it, and LeRobot then
+#     cannot decode any video). VideoReader's pyav backend is pure Python over PyAV (av 15.1.0, FFmpeg
+#     bundled), so it works with the CPU torch 2.13.0 wheel; no CUDA package is pulled.
+#   - torchvision's PyPI build ships CUDA-linked ops that cannot load here (imported by lerobot and by the
+#     SmolVLM processor, no arithmetic on this path), so inside this venv only, its fake registrations of
+#     nms/qnms are guarded by torchvision.extension._has_ops().
 # Idempotent: re-running with everything installed takes a few seconds.
 set -euo pipefail
 
@@ -23,9 +31,9 @@ PINNED=(
   torch==2.13.0 transformers==4.57.6 tokenizers==0.22.2 huggingface-hub==0.35.3 safetensors==0.8.0
   numpy==2.4.6 pillow==13.0.0 num2words==0.5.14 accelerate==1.15.0 draccus==0.10.0
   datasets==4.8.5 diffusers==0.35.2 imageio==2.38.1 deepdiff==8.6.2 av==15.1.0 einops==0.8.2
-  gymnasium==1.4.0 pyserial==3.5
+  gymnasium==1.4.0 pyserial==3.5 pandas==3.1.1 pyarrow==26.0.1
 )
-NO_DEPS=(lerobot==0.4.4 torchvision==0.28.0)
+NO_DEPS=(lerobot==0.4.4 torchvision==0.25.0)
 stamp="$(printf '%s\n' "${PINNED[@]}" "${NO_DEPS[@]}" | sha256sum | cut -d' ' -f1)"
 
 if [ ! -x "$VENV/bin/python" ]; then
@@ -66,6 +74,7 @@ HF_HUB_OFFLINE=1 "$VENV/bin/python" -c "
 import torch, transformers, lerobot
 from lerobot.policies.smolvla.modeling_smolvla import SmolVLAPolicy
 from lerobot.policies.factory import make_pre_post_processors
+from torchvision.io import VideoReader  # LeRobot's pyav video backend
 print(f'[setup-lerobot] ready: lerobot {lerobot.__version__}, torch {torch.__version__}, transformers {transformers.__version__}')
 "
 echo "$stamp" > "$VENV/.lerobot-stamp"

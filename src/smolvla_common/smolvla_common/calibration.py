@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import stat
 import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -214,14 +215,28 @@ def load_calibration(path: str | os.PathLike) -> ArmCalibration:
     return ArmCalibration.from_json(text, source=str(path))
 
 
+def _file_mode(path: Path) -> int:
+    """The mode a rewritten ``path`` keeps: its current one, else 0644 (what LeRobot's files get)."""
+    try:
+        return stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError:
+        return 0o644
+
+
 def save_calibration(calibration: ArmCalibration, path: str | os.PathLike) -> Path:
-    """Write atomically (temporary file + rename) in LeRobot's format; creates parent directories."""
+    """Write atomically (temporary file + rename) in LeRobot's format; creates parent directories.
+
+    A new file gets mode 0644, as LeRobot's files (plain ``open``, umask 022) have; an existing one keeps its
+    mode (the temporary file would otherwise make it 0600).
+    """
     path = Path(path).expanduser()
     path.parent.mkdir(parents=True, exist_ok=True)
+    mode = _file_mode(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as file:
             file.write(calibration.to_json())
+            os.fchmod(file.fileno(), mode)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import stat
 
 import numpy as np
 import pytest
@@ -39,6 +40,20 @@ def test_lerobot_file_round_trips_byte_for_byte(lerobot_file, tmp_path):
     assert out.read_bytes() == lerobot_file.read_bytes()
     # and our own writer produces LeRobot's formatting from scratch
     assert json.dumps(json.loads(LEROBOT_FILE), indent=4) == loaded.to_json()
+
+
+def test_saved_file_is_0644_like_lerobots_and_an_existing_file_keeps_its_mode(lerobot_file, tmp_path):
+    calibration = cal.load_calibration(lerobot_file)
+    new = cal.save_calibration(calibration, tmp_path / "new.json")
+    assert stat.S_IMODE(new.stat().st_mode) == 0o644
+    existing = tmp_path / "existing.json"
+    for mode in (0o644, 0o640, 0o600):
+        existing.write_text("{}")
+        existing.chmod(mode)
+        cal.save_calibration(calibration, existing)
+        assert stat.S_IMODE(existing.stat().st_mode) == mode
+        assert cal.load_calibration(existing) == calibration
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
 
 
 def test_trailing_newline_is_preserved(tmp_path):

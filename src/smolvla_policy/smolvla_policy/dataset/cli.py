@@ -23,7 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("bags", nargs="+", help="rosbag2 folders, one episode each")
     parser.add_argument("--out", required=True, help="new dataset folder")
-    parser.add_argument("--fps", type=float, default=30.0)
+    parser.add_argument("--fps", type=float, default=30.0, help="frame rate, a whole number (default 30)")
     parser.add_argument(
         "--units",
         default="degrees",
@@ -37,7 +37,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--task", default="", help="task of every episode (default: recorded metadata / /instruction)"
     )
     parser.add_argument(
-        "--cameras", action="append", default=[], help="name=topic[,name=topic]; default: top"
+        "--cameras",
+        action="append",
+        default=[],
+        help="name=topic[,name=topic]; default: every image topic of the bags (/cameras/<name>/... -> name)",
     )
     parser.add_argument("--joint-states-topic", default="/joint_states")
     parser.add_argument(
@@ -57,11 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def settings_from_args(args: argparse.Namespace) -> ExportSettings:
-    """:class:`ExportSettings` from parsed arguments (cameras default to ``top``)."""
+    """:class:`ExportSettings` from parsed arguments (no ``--cameras``: every camera of the bags)."""
     from smolvla_policy.evaluation import parse_cameras
 
     return ExportSettings(
-        camera_topics=parse_cameras(args.cameras or ["top"]),
+        camera_topics=parse_cameras(args.cameras) if args.cameras else None,
         fps=args.fps,
         units=args.units,
         calibration_file=args.calibration or None,
@@ -90,8 +93,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         _log(f"{PROG}: error: {exc}")
         return 2
     info = json.loads((out / "meta" / "info.json").read_text())
+    cameras = [k for k, f in info["features"].items() if f["dtype"] == "video"]
     _log(
-        f"wrote {out}: {info['total_episodes']} episodes, {info['total_frames']} frames, "
-        f"{info['total_tasks']} tasks"
+        f"wrote {out}: {info['total_episodes']} episodes, {info['total_frames']} frames "
+        f"at {info['fps']} fps, "
+        f"{info['total_tasks']} tasks, {len(cameras)} cameras ({', '.join(cameras) or 'none'}), "
+        f"units {args.units}"
     )
     return 0

@@ -19,7 +19,7 @@ from smolvla_common import bags
 from smolvla_common.bags import BagError, BagReader
 from smolvla_common.image_conversion import msg_to_rgb
 from smolvla_policy.dataset.settings import ExportSettings
-from smolvla_policy.dataset.stats import ImageStatsAccumulator
+from smolvla_policy.dataset.stats import Stats, downsample, episode_image_stats, sampled_frame_indices
 from smolvla_policy.dataset.video import VideoWriter
 
 
@@ -28,10 +28,10 @@ class Episode:
     """What one bag contributed (frames written directly to the encoders)."""
 
     bag: str
-    states: np.ndarray  # (T, J) in dataset units
-    actions: np.ndarray  # (T, J)
+    states: np.ndarray  # (T, J) float32 in dataset units (as stored)
+    actions: np.ndarray  # (T, J) float32
     tasks: list[str]
-    image_stats: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    image_stats: dict[str, Stats] = field(default_factory=dict)  # camera -> statistics of sampled frames
     video_from: dict[str, int] = field(default_factory=dict)  # camera -> index of its first video frame
 
 
@@ -76,6 +76,36 @@ def read_episode_metadata(bag_path: str | Path) -> dict:
         except json.JSONDecodeError as exc:
             raise BagError(f"bag {bag_path}: episode.json is not valid JSON ({exc})") from exc
     return {}
+
+
+def camera_name(topic: str) -> str:
+    """A camera name from its topic: ``/cameras/<name>/...`` -> name, else the topic's words joined by _."""
+    parts = [p for p in topic.strip("/").split("/") if p]
+    if len(parts) >= 2 and parts[0] == "cameras":
+        return parts[1]
+    words = [p for p in parts if p not in ("image_raw", "image", "compressed")] or parts
+    return "_".join(words)
+
+
+def discover_cameras(bag_paths: Sequence[str | Path]) -> dict[str, str]:
+    """Every image topic of the bags, camera name -> topic (sorted by name); all bags must have the same."""
+    found: dict[str, set[str]] = {}
+    for path in bag_paths:
+        with BagReader(path) as bag:
+            found[str(path)] = {t for t, msgtype in bag.topics.items() if msgtype in bags.IMAGE_TYPES}
+    topics = set().union(*found.values())
+    partial = {path: sorted(topics - have) for path, have in found.items() if topics - have}
+    if partial:
+        raise BagError(f"bags lack image topics others have: {partial}; choose cameras with --cameras")
+    cameras: dict[str, str] = {}
+    for topic in sorted(topics):
+        name = camera_name(topic)
+        if name in cameras:
+            raise BagError(
+                f"image topics {cameras[name]} and {topic} both map to camera {name!r}; use --cameras"
+            )
+        cameras[name] = topic
+    return dict(sorted(cameras.items()))
 
 
 def episode_task(bag: BagReader, settings: ExportSettings) -> str:
@@ -142,11 +172,13 @@ class _FrameSampler:
         self.states: list[np.ndarray] = []
         self.actions: list[np.ndarray] = []
         self.tasks: list[str] = []
-        self.images = {camera: ImageStatsAccumulator() for camera in settings.camera_topics}
+        self.sampled: set[int] = set()  # frames whose images enter the image statistics
+        self.samples: dict[str, list[np.ndarray]] = {camera: [] for camera in settings.camera_topics}
 
     def run(self, topics: Sequence[str], frame_times: np.ndarray) -> None:
         """Emit each frame once every message logged up to its time has been read."""
         k, count = 0, len(frame_times)
+        self.sampled = set(sampled_frame_indices(count))
         for conn, log_time, raw in self.bag.raw_messages(topics):
             while k < count and log_time > frame_times[k]:
                 self._emit(int(frame_times[k]))
@@ -169,10 +201,12 @@ class _FrameSampler:
             joint_positions(act, act_conn.msgtype, s.joint_names, f"{where}: {s.action_topic}")
         )
         self.tasks.append(self._task(frame_time, where))
+        sampled = len(self.states) - 1 in self.sampled
         for topic, camera in self.camera_of.items():
             rgb = msg_to_rgb(self.bag.decode(*self.latest[topic]))
             self.videos[camera].add(rgb)
-            self.images[camera].add(rgb)
+            if sampled:
+                self.samples[camera].append(downsample(rgb).copy())
 
     def _task(self, frame_time: int, where: str) -> str:
         """The fixed task, else the newest instruction (an error when there is none yet)."""
@@ -199,8 +233,8 @@ def export_episode(
         sampler.run(topics, frame_times)
     return Episode(
         bag=str(bag_path),
-        states=converter.to_checkpoint(np.array(sampler.states)),
-        actions=converter.to_checkpoint(np.array(sampler.actions)),
+        states=converter.to_checkpoint(np.array(sampler.states)).astype(np.float32),
+        actions=converter.to_checkpoint(np.array(sampler.actions)).astype(np.float32),
         tasks=sampler.tasks,
-        image_stats={camera: acc.stats(len(frame_times)) for camera, acc in sampler.images.items()},
+        image_stats={camera: episode_image_stats(frames) for camera, frames in sampler.samples.items()},
     )

@@ -12,8 +12,9 @@ from smolvla_common.joints import SO101_JOINTS
 class ExportSettings:
     """Options of one export; every bag of the dataset is read with the same settings."""
 
-    camera_topics: dict[str, str]  # camera name -> topic; image key observation.images.<name>
-    fps: float = 30.0
+    # camera name -> topic (image key observation.images.<name>); None: every image topic of the bags
+    camera_topics: dict[str, str] | None = None
+    fps: float = 30.0  # a whole number: LeRobot stores an int
     units: str = "degrees"
     calibration_file: str | None = None
     joint_names: Sequence[str] = SO101_JOINTS
