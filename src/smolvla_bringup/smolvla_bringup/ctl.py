@@ -182,7 +182,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--namespace", default="", help="the graph's namespace (smolvla-run --namespace NS), e.g. left"
     )
-    parser.add_argument("--timeout", type=float, default=3.0, help="seconds to wait for an answer")
+    parser.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for an answer")
     return parser.parse_args(argv)
 
 
