@@ -270,7 +270,8 @@ def test_real_launch_on_the_emulator_moves_on_a_topic_pub_stops_on_a_service_cal
 
         arm = watcher.arm
         assert all(emu.servo(i).torque_enabled for i in range(1, 7)), (
-            f"torque went off before Ctrl-C: arm state {arm.state}, {arm.message!r}\n{launch.output()[-4000:]}"
+            f"torque went off before Ctrl-C: arm state {arm.state}, {arm.message!r}\n"
+            f"{launch.output()[-4000:]}"
         )
         output = assert_clean_exit(launch)
         assert not any(emu.servo(i).torque_enabled for i in range(1, 7)), "torque still on after Ctrl-C"

@@ -54,21 +54,17 @@ class State(IntEnum):
     ESTOP = 4
 
 
-#: Read at every tick or chunk, so they can change while the executor runs; the others shape its state.
-LIVE_FIELDS = frozenset(
-    {
-        "mode",
-        "threshold",
-        "blend",
-        "max_step_rad",
-        "joint_state_timeout_s",
-        "chunk_timeout_s",
-        "request_timeout_s",
-        "future_stamp_tolerance_s",
-        "max_chunk_age_s",
-        "expected_dt_s",
-    }
+#: The durations of :class:`ExecutorConfig`, each a positive number of seconds.
+DURATION_FIELDS = (
+    "joint_state_timeout_s",
+    "chunk_timeout_s",
+    "request_timeout_s",
+    "future_stamp_tolerance_s",
+    "max_chunk_age_s",
+    "expected_dt_s",
 )
+#: Read at every tick or chunk, so they can change while the executor runs; the others shape its state.
+LIVE_FIELDS = frozenset({"mode", "threshold", "blend", "max_step_rad", *DURATION_FIELDS})
 
 
 @dataclass
@@ -116,14 +112,7 @@ class ExecutorConfig:
             require(
                 finite and lo < hi, "joint_min_rad", f"a finite limit below joint_max_rad for {joint!r}", lo
             )
-        for name in (
-            "joint_state_timeout_s",
-            "chunk_timeout_s",
-            "request_timeout_s",
-            "future_stamp_tolerance_s",
-            "max_chunk_age_s",
-            "expected_dt_s",
-        ):
+        for name in DURATION_FIELDS:
             value = getattr(self, name)
             require(value >= 0 and math.isfinite(value), name, "a finite value >= 0 (0 disables)", value)
         require(self.jitter_window >= 2, "jitter_window", "at least 2 ticks", self.jitter_window)
