@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import rclpy
-from rclpy.executors import MultiThreadedExecutor
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from std_msgs.msg import Bool, String
@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     rclpy.init(context=context)
     nodes = start_nodes(context, args)
     sim, recorder, expert = nodes
-    executor = MultiThreadedExecutor(num_threads=3, context=context)
+    executor = SingleThreadedExecutor(context=context)
     for node in nodes:
         executor.add_node(node)
     spinner = threading.Thread(target=executor.spin, daemon=True)
