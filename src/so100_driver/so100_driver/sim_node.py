@@ -6,8 +6,9 @@ and ``max_step``), ``~/status`` (smolvla_msgs/ArmStatus, latched, with the safet
 and ``cameras/<name>/image_raw`` (rgb8, sensor-data QoS, stamped with the simulated instant the frame
 shows); subscribes ``joint_commands`` (trajectory_msgs/JointTrajectory, stamped; commands stamped before the
 latest torque-on are ignored: the real node's :class:`~so100_driver.arm.commands.JointTargets`); serves
-``~/torque`` (std_srvs/SetBool) and ``~/reset_cube``. With ``publish_clock`` it also publishes ``/clock``
-(simulated time) for nodes running with ``use_sim_time``.
+``~/torque`` (std_srvs/SetBool), ``~/reset_cube`` and ``~/reset_episode`` (the pick-up task of
+:mod:`so100_driver.sim.task`: seeded placements, success latched on ``~/task_success``). With
+``publish_clock`` it also publishes ``/clock`` (simulated time) for nodes running with ``use_sim_time``.
 
 Threads: physics and one renderer per camera run on the :class:`~so100_driver.sim.runtime.SimRuntime`
 threads; the node's executor thread takes commands and services.
@@ -27,6 +28,7 @@ from rclpy.node import Node
 from rclpy.time import Time
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import Image, JointState
+from std_msgs.msg import Bool
 from std_srvs.srv import SetBool, Trigger
 from trajectory_msgs.msg import JointTrajectory
 
@@ -43,6 +45,7 @@ from so100_driver.sim.arm import SimArm, SimSnapshot  # (importing so100_driver.
 from so100_driver.sim.render import RenderError
 from so100_driver.sim.runtime import SimRuntime
 from so100_driver.sim.scene import CAMERA_MOUNTS, JOINT_NAMES, SceneConfig, SimCamera, build_model
+from so100_driver.sim.task import EpisodeTask, Placement, PlacementSampler, TaskRegion
 
 DEFAULTS = {
     "joint_names": list(JOINT_NAMES),
@@ -68,6 +71,11 @@ DEFAULTS = {
     "realtime_factor": 1.0,
     "publish_clock": False,
     "mesh_keep_fraction": 0.3,
+    "task_seed": -1,
+    "task_region": [0.18, 0.30, -0.10, 0.12],
+    "task_max_yaw": 0.785,
+    "task_lift_height": 0.03,
+    "task_hold_s": 1.0,
 }
 POSITIVE = (
     "control_rate_hz",
@@ -112,8 +120,17 @@ def check_parameters(p: dict) -> None:
         "a value in [0, 0.2] (m)",
         p["cube_position_noise"],
     )
+    require(p["task_lift_height"] > 0.0, "task_lift_height", "a value > 0 (m)", p["task_lift_height"])
+    require(p["task_hold_s"] >= 0.0, "task_hold_s", "a value >= 0 (s)", p["task_hold_s"])
     unknown = [name for name in p["cameras"] if name not in CAMERA_MOUNTS]
     require(not unknown, "cameras", f"names among {list(CAMERA_MOUNTS)}", p["cameras"])
+
+
+def task_region_from(p: dict) -> TaskRegion:
+    try:
+        return TaskRegion.from_list(p["task_region"], p["task_max_yaw"])
+    except ValueError as error:
+        raise ParameterError(f"invalid task parameter: {error}") from error
 
 
 def scene_config_from(p: dict, cube: Sequence[float]) -> SceneConfig:
@@ -171,6 +188,15 @@ class SimArmNode(Node):
         self.publish_clock = p["publish_clock"]
         self._clock_origin = math.floor(time.time())  # /clock starts at the wall time of startup
         self._create_interfaces(scene, qos)
+        self._task_seeded = p["task_seed"] >= 0
+        self.task = EpisodeTask(
+            self.arm,
+            PlacementSampler(p["task_seed"] if self._task_seeded else 0, task_region_from(p)),
+            p["task_lift_height"],
+            p["task_hold_s"],
+        )
+        self.task.reset(None if self._task_seeded else Placement(*scene.cube_position, scene.cube_yaw))
+        self.task_pub.publish(Bool(data=False))
         self.runtime = SimRuntime(
             self.arm,
             scene.cameras,
@@ -211,6 +237,8 @@ class SimArmNode(Node):
         self.create_subscription(JointTrajectory, "joint_commands", self._on_command, 10)
         self.create_service(SetBool, "~/torque", self._on_torque)
         self.create_service(Trigger, "~/reset_cube", self._on_reset_cube)
+        self.create_service(Trigger, "~/reset_episode", self._on_reset_episode)
+        self.task_pub = self.create_publisher(Bool, "~/task_success", LATCHED)
 
     def _to_model_order(self, values: np.ndarray) -> np.ndarray:
         ordered = np.empty(len(JOINT_NAMES))
@@ -304,7 +332,22 @@ class SimArmNode(Node):
         self.get_logger().info(response.message)
         return response
 
+    def _on_reset_episode(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        """The next episode: the next seeded placement (``task_seed`` >= 0) or the next cube position."""
+        fixed = None if self._task_seeded else Placement(*self._next_cube_position(), self._cube_yaw)
+        p = self.task.reset(fixed)
+        self.task_pub.publish(Bool(data=False))
+        response.success = True
+        response.message = (
+            f"episode {self.task.episode}: cube at x={p.x:.3f} m, y={p.y:.3f} m, yaw={p.yaw:.3f} rad"
+        )
+        self.get_logger().info(response.message)
+        return response
+
     def _publish_state(self, state: SimSnapshot) -> None:
+        changed = self.task.update(state.time)
+        if changed is not None:
+            self.task_pub.publish(Bool(data=changed))
         stamp = self._stamp(state.time)
         msg = JointState(
             name=self.joint_names,
@@ -350,6 +393,9 @@ class SimArmNode(Node):
             "cube_position": np.array2string(self.arm.cube_position(), precision=3),
         }
         statuses = [self._status("arm: simulation", level, message, arm_values)]
+        task = self.task.summary(state.time)
+        task_message = "success" if task["success"] == "True" else "cube not lifted yet"
+        statuses.append(self._status("arm: task", DiagnosticStatus.OK, task_message, task))
         for name, stream in stats.cameras.items():
             s = stream.stats
             values = {

@@ -22,10 +22,14 @@ from rclpy.parameter import Parameter
 from rclpy.qos import qos_profile_sensor_data
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import Image, JointState
+from std_msgs.msg import Bool
 from std_srvs.srv import SetBool, Trigger
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
+from smolvla_common.qos import LATCHED
+from so100_driver.sim.expert import HOME, GraspIK, plan_pick
 from so100_driver.sim.scene import JOINT_NAMES
+from so100_driver.sim.task import placements
 from so100_driver.sim_node import ParameterError, SimArmNode
 
 
@@ -248,9 +252,48 @@ def test_publish_clock_stamps_with_simulated_time(ros):
         ({"cube_position": [0.2]}, "'cube_position': expected 2 finite numbers"),
         ({"camera_fps": "fast"}, "'camera_fps': expected a number like 15.0, got 'fast'"),
         ({"cameras": [1, 2]}, "'cameras': expected a string, got 1"),
+        ({"task_region": [0.3, 0.2, 0.0, 0.1]}, "invalid task parameter: x_range"),
+        ({"task_hold_s": -1.0}, "'task_hold_s': expected a value >= 0"),
     ],
 )
 def test_bad_parameters_name_the_parameter(ros, overrides, message):
     parameters = [Parameter(name, value=value) for name, value in overrides.items()]
     with pytest.raises(ParameterError, match=message):
         SimArmNode(context=ros.context, parameter_overrides=parameters)
+
+
+def call(probe, service: str) -> Trigger.Response:
+    client = probe.node.create_client(Trigger, service)
+    assert client.wait_for_service(timeout_sec=5.0), f"{service} not found"
+    future = client.call_async(Trigger.Request())
+    deadline = time.monotonic() + 5.0
+    while not future.done() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return future.result()
+
+
+def task_values(diagnostics: DiagnosticArray) -> dict[str, str]:
+    status = next(s for s in diagnostics.status if s.name == "arm: task")
+    return {kv.key: kv.value for kv in status.values}
+
+
+def test_task_episodes_are_seeded_and_success_is_published(ros):
+    """The expert's plan as one trajectory: the cube lifted and held is a success, a reset clears it."""
+    probe = Probe(ros, cameras=("top",))
+    successes = []
+    probe.node.create_subscription(Bool, "/arm/task_success", successes.append, LATCHED)
+    sim = sim_node(ros, cameras=["top"], camera_fps=2.0, task_seed=5, initial_positions=HOME.tolist())
+    first, second = placements(5, 2)
+    np.testing.assert_allclose(sim.arm.cube_position()[:2], [first.x, first.y], atol=1e-3)
+    probe.wait_for(lambda m: m["/joint_states"] and successes, what="joint states and task_success")
+    assert successes[-1].data is False
+    plan = plan_pick(GraspIK(sim.arm.model), first, float(sim.arm.cube_position()[2]))
+    probe.send(JOINT_NAMES, list(zip(plan.times, plan.targets, strict=True)))
+    probe.wait_for(lambda m: successes[-1].data, timeout=plan.duration + 10.0, what="task success")
+    probe.wait_for(lambda m: task_values(m["/diagnostics"][-1])["success"] == "True", what="task diagnostics")
+    values = task_values(probe.latest("/diagnostics"))
+    assert values["episode"] == "1" and float(values["lift_m"]) > 0.03, values
+    response = call(probe, "/arm/reset_episode")
+    assert response.success and "episode 2" in response.message, response.message
+    probe.wait_for(lambda m: successes[-1].data is False, what="success cleared by the reset")
+    np.testing.assert_allclose(sim.arm.cube_position()[:2], [second.x, second.y], atol=1e-3)
