@@ -30,6 +30,8 @@ SERVICES = {
     "pause": ("executor/pause", "SetBool", True),
     "resume": ("executor/pause", "SetBool", False),
 }
+#: Seconds after which an unanswered command is sent again (see ``Console._call_until_answered``).
+RESEND_S = 1.5
 HOW_TO_START = {
     "executor": "smolvla-run sim|real|robot",
     "policy": "smolvla-run sim|real|policy",
@@ -115,14 +117,29 @@ class Console:
         if not client.wait_for_service(timeout_sec=self.timeout):
             raise CtlError(nobody_text("executor", what, self.namespace, self.timeout))
         request = SetBool.Request(data=data) if data is not None else Trigger.Request()
-        future = client.call_async(request)
-        deadline = time.monotonic() + self.timeout
-        while not future.done() and time.monotonic() < deadline:
-            time.sleep(0.01)
-        if not future.done():
+        response = self._call_until_answered(client, request)
+        if response is None:
             raise CtlError(f"{what} did not answer within {self.timeout:g} s (the executor may be busy)")
-        response = future.result()
         return response.success, response.message
+
+    def _call_until_answered(self, client, request):
+        """The first response to ``request``, re-sent every RESEND_S until ``timeout``; None without one.
+
+        A server can drop its response when it has not yet discovered a new client's reply reader (Fast
+        DDS: "failed to send response (timeout)"); every executor command is idempotent, so asking again
+        is safe.
+        """
+        deadline = time.monotonic() + self.timeout
+        futures = []
+        while time.monotonic() < deadline:
+            futures.append(client.call_async(request))
+            resend_at = min(deadline, time.monotonic() + RESEND_S)
+            while time.monotonic() < resend_at:
+                answered = next((future for future in futures if future.done()), None)
+                if answered is not None:
+                    return answered.result()
+                time.sleep(0.01)
+        return None
 
     def status(self) -> tuple[list[str], bool]:
         """One line per node (arm, policy, executor); False when one of them did not answer."""

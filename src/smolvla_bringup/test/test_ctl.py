@@ -183,3 +183,32 @@ def test_bad_usage_exits_2_without_touching_ros(capsys, argv, message):
     rc, _, err = ctl_main(capsys, *argv)
     assert rc == 2
     assert message in err
+
+
+def test_a_command_whose_answer_was_dropped_is_sent_again(monkeypatch):
+    """Fast DDS may drop a service response to a client it has not discovered yet ("failed to send
+    response (timeout)"); that cannot be produced on demand, so a stand-in client drops the first answer."""
+    from types import SimpleNamespace
+
+    from rclpy.task import Future
+
+    class DroppingClient:
+        def __init__(self) -> None:
+            self.calls = 0
+
+        def call_async(self, request):
+            self.calls += 1
+            future = Future()
+            if self.calls > 1:
+                future.set_result(SimpleNamespace(success=True, message=f"answer to call {self.calls}"))
+            return future
+
+    monkeypatch.setattr(ctl, "RESEND_S", 0.2)
+    client = DroppingClient()
+    console = SimpleNamespace(timeout=5.0)
+    response = ctl.Console._call_until_answered(console, client, object())
+    assert response.message == "answer to call 2" and client.calls == 2
+    silent = SimpleNamespace(call_async=lambda request: Future())
+    started = time.monotonic()
+    assert ctl.Console._call_until_answered(SimpleNamespace(timeout=0.5), silent, object()) is None
+    assert time.monotonic() - started < 2.0

@@ -429,6 +429,8 @@ class ChunkExecutorCore:
 
     def pause(self, now: float) -> tuple[bool, str]:
         """Hold the last command and freeze the plan in time (resume shifts it by the pause length)."""
+        if self._state == State.PAUSED:  # idempotent: a command sent again must not read as a failure
+            return True, "already paused"
         if self._state != State.RUNNING:
             return False, f"cannot pause in state {self._state.name}"
         self._state, self._paused_at, self._outstanding = State.PAUSED, now, None
@@ -436,6 +438,8 @@ class ChunkExecutorCore:
         return True, self._message
 
     def resume(self, now: float) -> tuple[bool, str]:
+        if self._state == State.RUNNING:
+            return True, "already running"
         if self._state != State.PAUSED:
             return False, f"cannot resume in state {self._state.name}"
         shift = now - self._paused_at

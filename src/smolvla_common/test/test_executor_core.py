@@ -435,14 +435,18 @@ def test_estop_pause_resume_stop():
     core.on_chunk(T0, make_chunk(T0, ramp(50)))
     run_ticks(core, T0 + DT, 10)  # actions 0..9
     assert core.pause(T0 + 10.5 * DT)[0]
+    # a pause sent again (smolvla-ctl resends unanswered commands) succeeds and keeps the first pause time
+    assert core.pause(T0 + 20 * DT) == (True, "already paused")
     paused = run_ticks(core, T0 + 11 * DT, 30)
     assert all(r.state == State.PAUSED and not r.executed for r in paused)
     assert all(r.command is None for r in paused)  # the arm holds its last goal by itself
     assert core.start(T0 + 41 * DT)[0]  # start resumes from pause; the plan was frozen in time
     resumed = run_ticks(core, T0 + 41 * DT, 3)
     np.testing.assert_allclose([r.command[0] for r in resumed], ramp()[10:13])
-    core.estop(T0 + 44 * DT)
-    stopped = run_ticks(core, T0 + 44 * DT, 5)
+    assert core.resume(T0 + 44 * DT) == (True, "already running")  # no second shift of the plan
+    np.testing.assert_allclose(core.tick(T0 + 44 * DT).command[0], ramp()[13])
+    core.estop(T0 + 45 * DT)
+    stopped = run_ticks(core, T0 + 45 * DT, 5)
     assert all(r.state == State.ESTOP and r.command is None and r.request is None for r in stopped)
     assert core.stats(T0 + 50 * DT).actions_left == 0
     core.stop(T0 + 50 * DT)
