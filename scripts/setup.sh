@@ -5,9 +5,9 @@
 #   2. the pinned Python dependencies (ROS 2 wheels of that distribution, torch CPU, ...), re-installed only
 #      when the requirement files change,
 #   3. repair of the build-machine paths baked into the ROS wheels (inside the venv only),
-#   4. the ROS 2 launch system and ros2 command from ../shared/ros2-cli when that folder exists (or
-#      SMOLVLA_ROS2_CLI names one): development machines and CI only, so that tests run `ros2 launch`,
-#   5. colcon build of src/ (build/ and install/ for jazzy), redone only when package files change.
+#   4. colcon build of src/ (build/ and install/ for jazzy), redone only when package files change,
+#   5. the ROS 2 launch system and ros2 command from ../shared/ros2-cli when that folder exists (or
+#      SMOLVLA_ROS2_CLI names one): development machines and CI only, so that tests run `ros2 launch`.
 # Re-running it with nothing changed takes a few seconds.
 set -euo pipefail
 
@@ -22,7 +22,7 @@ ROS2_CLI="${SMOLVLA_ROS2_CLI:-$ROOT/../shared/ros2-cli}"
 # This machine's pip configuration may name local wheel folders that do not exist; pip warns about each
 # one for every package. Drop only that warning.
 quiet_pip() { "$PY" -m pip "$@" 2> >(grep -v "^WARNING: Location 'file:" >&2); }
-log() { printf '[setup] %s\n' "$*"; }
+log() { printf '[setup %3ds] %s\n' "$SECONDS" "$*"; }
 die() { printf '[setup] ERROR: %s\n' "$*" >&2; exit 1; }
 
 # --- 1. virtual environment ---------------------------------------------------------------
@@ -39,15 +39,62 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 PY="$VENV/bin/python"
 
-# --- 2./3. dependencies + wheel path repair -------------------------------------------------
+# --- 2.-5. dependencies, wheel path repair, ros2 CLI, colcon build --------------------------------
+# The workspace build needs only the ROS wheels and the build tools, so it runs while pip installs the
+# rest (torch, MuJoCo, ...). Packages are not byte-compiled at install: Python compiles what is imported,
+# once, a fraction of what pip would compile.
 ROS_WHEELS="requirements/ros-wheels-$SMOLVLA_DISTRO.txt"
 deps_hash="$( { echo "$SMOLVLA_DISTRO"; cat requirements.txt requirements/*.txt scripts/fix_ros_wheel_paths.py;
                 [ -f "$ROS2_CLI/install.sh" ] && cat "$ROS2_CLI/install.sh"; } | sha256sum | cut -d' ' -f1)"
-if [ "$(cat "$VENV/.deps-hash" 2>/dev/null)" != "$deps_hash" ]; then
-  log "installing pinned dependencies for ROS 2 $SMOLVLA_DISTRO (first run: a few minutes)"
-  quiet_pip install --disable-pip-version-check -q -r "$ROS_WHEELS" -r requirements.txt
-  quiet_pip install --disable-pip-version-check -q --no-deps -r requirements/nodeps.txt
+deps_changed=
+[ "$(cat "$VENV/.deps-hash" 2>/dev/null)" = "$deps_hash" ] || deps_changed=1
+PIP_INSTALL=(install --disable-pip-version-check -q --no-compile)
+if [ -n "$deps_changed" ]; then
+  log "installing the ROS 2 $SMOLVLA_DISTRO wheels (first run: a few minutes in all)"
+  # constrained by every pin, so the second pip run below never replaces what the build is using
+  quiet_pip "${PIP_INSTALL[@]}" -r "$ROS_WHEELS" -c requirements.txt
   "$PY" scripts/fix_ros_wheel_paths.py "$VENV"
+else
+  log "dependencies up to date"
+fi
+
+# The build is redone when any file that shapes it changes (package manifests, setup files, CMake,
+# messages, launch/config data) or when a file is added or removed (symlink install needs new links).
+src_hash="$( { find src -type f ! -path '*/__pycache__/*' ! -name '*.pyc' | LC_ALL=C sort;
+               find src \( -name package.xml -o -name setup.py -o -name setup.cfg -o -name CMakeLists.txt \
+                         -o -name '*.msg' -o -name '*.srv' \) -type f | LC_ALL=C sort | xargs cat;
+               cat colcon.meta; echo "$deps_hash"; } | sha256sum | cut -d' ' -f1)"
+INSTALL="$SMOLVLA_INSTALL"
+build_pid=
+if [ "$(cat "$INSTALL/.build-hash" 2>/dev/null)" != "$src_hash" ] || [ ! -f "$INSTALL/setup.bash" ]; then
+  for tool in cmake cc c++; do
+    command -v "$tool" >/dev/null || die "'$tool' not found: building smolvla_msgs needs CMake and a C/C++ compiler (Debian/Ubuntu: sudo apt install cmake g++)"
+  done
+  log "building the workspace with colcon (ROS 2 $SMOLVLA_DISTRO) in the background"
+  ( # shellcheck disable=SC1091
+    source "$VENV/bin/activate"
+    export AMENT_PREFIX_PATH="$VENV" CMAKE_PREFIX_PATH="$VENV"
+    colcon --log-base "$SMOLVLA_LOG" build --base-paths src --symlink-install --metas colcon.meta \
+      --build-base "$SMOLVLA_BUILD" --install-base "$INSTALL" \
+      --event-handlers console_cohesion- summary- console_start_end- \
+      --cmake-args "-DPython3_EXECUTABLE=$VENV/bin/python" -DBUILD_TESTING=OFF >/dev/null ) &
+  build_pid=$!
+else
+  log "workspace build up to date"
+fi
+
+if [ -n "$deps_changed" ]; then
+  log "installing the pinned Python dependencies"
+  quiet_pip "${PIP_INSTALL[@]}" -r requirements.txt
+  quiet_pip "${PIP_INSTALL[@]}" --no-deps -r requirements/nodeps.txt
+fi
+if [ -n "$build_pid" ]; then
+  wait "$build_pid" || die "colcon build failed; see ${SMOLVLA_LOG#"$ROOT"/}/latest_build"
+  echo "$src_hash" > "$INSTALL/.build-hash"
+  log "workspace built"
+fi
+if [ -n "$deps_changed" ]; then
+  # After the build: it replaces the `lark` module that the message generators import.
   if [ -f "$ROS2_CLI/install.sh" ]; then
     log "installing the ROS 2 launch system and ros2 command from ${ROS2_CLI} (for the tests)"
     DISTRO="$SMOLVLA_DISTRO" bash "$ROS2_CLI/install.sh" "$VENV" "$VENV/ros2-cli" >/dev/null \
@@ -56,34 +103,6 @@ if [ "$(cat "$VENV/.deps-hash" 2>/dev/null)" != "$deps_hash" ]; then
     log "no ros2-cli folder at $ROS2_CLI: 'ros2 launch' and the ros2 CLI tests will be skipped"
   fi
   echo "$deps_hash" > "$VENV/.deps-hash"
-else
-  log "dependencies up to date"
-fi
-
-# --- 4. colcon build --------------------------------------------------------------------------
-# The build is redone when any file that shapes it changes (package manifests, setup files, CMake,
-# messages, launch/config data) or when a file is added or removed (symlink install needs new links).
-src_hash="$( { find src -type f ! -path '*/__pycache__/*' ! -name '*.pyc' | LC_ALL=C sort;
-               find src \( -name package.xml -o -name setup.py -o -name setup.cfg -o -name CMakeLists.txt \
-                         -o -name '*.msg' -o -name '*.srv' \) -type f | LC_ALL=C sort | xargs cat;
-               cat colcon.meta; echo "$deps_hash"; } | sha256sum | cut -d' ' -f1)"
-INSTALL="$SMOLVLA_INSTALL"
-if [ "$(cat "$INSTALL/.build-hash" 2>/dev/null)" != "$src_hash" ] || [ ! -f "$INSTALL/setup.bash" ]; then
-  for tool in cmake cc c++; do
-    command -v "$tool" >/dev/null || die "'$tool' not found: building smolvla_msgs needs CMake and a C/C++ compiler (Debian/Ubuntu: sudo apt install cmake g++)"
-  done
-  log "building the workspace with colcon (ROS 2 $SMOLVLA_DISTRO)"
-  # shellcheck disable=SC1091
-  source "$VENV/bin/activate"
-  export AMENT_PREFIX_PATH="$VENV" CMAKE_PREFIX_PATH="$VENV"
-  colcon --log-base "$SMOLVLA_LOG" build --base-paths src --symlink-install --metas colcon.meta \
-    --build-base "$SMOLVLA_BUILD" --install-base "$INSTALL" \
-    --event-handlers console_cohesion- summary+ \
-    --cmake-args "-DPython3_EXECUTABLE=$VENV/bin/python" -DBUILD_TESTING=OFF \
-    || die "colcon build failed; see ${SMOLVLA_LOG#"$ROOT"/}/latest_build"
-  echo "$src_hash" > "$INSTALL/.build-hash"
-else
-  log "workspace build up to date"
 fi
 if [ "$SMOLVLA_DISTRO" = jazzy ]; then
   log "ready: source scripts/env.sh to use the workspace in this shell"

@@ -43,7 +43,7 @@ def test_tiny_demo_writes_its_report(demo_checkpoint, tmp_path, monkeypatch, cap
     monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
     reports = tmp_path / "reports"
 
-    rc = demo.main(["--tiny", "--duration", "6", "--report-dir", str(reports), "--device", "cpu"])
+    rc = demo.main(["--tiny", "--duration", "4", "--report-dir", str(reports), "--device", "cpu"])
     out = capsys.readouterr().out
     assert rc == 0, out[-3000:]
     assert "UNTRAINED MODEL" in out and "summary" in out
