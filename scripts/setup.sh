@@ -41,8 +41,7 @@ PY="$VENV/bin/python"
 
 # --- 2.-5. dependencies, wheel path repair, ros2 CLI, colcon build --------------------------------
 # The workspace build needs only the ROS wheels and the build tools, so it runs while pip installs the
-# rest (torch, MuJoCo, ...). Packages are not byte-compiled at install: Python compiles what is imported,
-# once, a fraction of what pip would compile.
+# rest (torch, MuJoCo, ...); the packages are byte-compiled afterwards on every core (pip compiles on one).
 ROS_WHEELS="requirements/ros-wheels-$SMOLVLA_DISTRO.txt"
 deps_hash="$( { echo "$SMOLVLA_DISTRO"; cat requirements.txt requirements/*.txt scripts/fix_ros_wheel_paths.py;
                 [ -f "$ROS2_CLI/install.sh" ] && cat "$ROS2_CLI/install.sh"; } | sha256sum | cut -d' ' -f1)"
@@ -51,8 +50,8 @@ deps_changed=
 PIP_INSTALL=(install --disable-pip-version-check -q --no-compile)
 if [ -n "$deps_changed" ]; then
   log "installing the ROS 2 $SMOLVLA_DISTRO wheels (first run: a few minutes in all)"
-  # constrained by every pin, so the second pip run below never replaces what the build is using
-  quiet_pip "${PIP_INSTALL[@]}" -r "$ROS_WHEELS" -c requirements.txt
+  # (ros-build-tools.txt pins what the build imports, so the second pip run below never replaces it)
+  quiet_pip "${PIP_INSTALL[@]}" -r "$ROS_WHEELS"
   "$PY" scripts/fix_ros_wheel_paths.py "$VENV"
 else
   log "dependencies up to date"
@@ -94,6 +93,9 @@ if [ -n "$build_pid" ]; then
   log "workspace built"
 fi
 if [ -n "$deps_changed" ]; then
+  log "byte-compiling the installed packages"
+  "$PY" -m compileall -q -j 0 "$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" \
+    >/dev/null 2>&1 || true  # a few packages ship files for other Python versions; pip skips them too
   # After the build: it replaces the `lark` module that the message generators import.
   if [ -f "$ROS2_CLI/install.sh" ]; then
     log "installing the ROS 2 launch system and ros2 command from ${ROS2_CLI} (for the tests)"

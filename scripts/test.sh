@@ -7,10 +7,7 @@ cd "$ROOT"
 bash scripts/setup.sh
 # shellcheck disable=SC1091
 source scripts/env.sh
-export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
-# The setup installs packages without byte-compiling them (most are never imported): let Python cache what
-# the tests import, once, even where the machine's environment says otherwise.
-unset PYTHONDONTWRITEBYTECODE
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONDONTWRITEBYTECODE=1
 echo "[test] ruff check"
 ruff check .
 echo "[test] pytest on ROS 2 $ROS_DISTRO, $(python --version)"
