@@ -415,26 +415,30 @@ def test_a_second_arm_node_on_the_same_port_is_refused_and_the_first_never_notic
     assert probe.set_torque(True).success
     stats_before = node.bus.stats.snapshot()
     env = dict(os.environ, ROS_DOMAIN_ID=os.environ.get("ROS_DOMAIN_ID", "0"))
+    # The intruders start at the lowest CPU priority: on a 2-core CI machine two Python start-ups could
+    # otherwise starve this process (node and emulator) past the 100 ms reply deadline, a CPU race that
+    # is not what this test is about. Interference through the port would still show in the counters.
+    nice = {"preexec_fn": lambda: os.nice(19)}
     second = subprocess.run(
         [
             sys.executable, "-m", "so100_driver.arm_node", "--ros-args",
             "-p", f"port:={emu.port}", "-p", f"calibration_file:={tmp_path / 'follower.json'}",
             "-r", "__node:=arm2",
         ],
-        capture_output=True, text=True, timeout=60, env=env,
+        capture_output=True, text=True, timeout=60, env=env, **nice,
     )  # fmt: skip
     assert second.returncode == 2, second.stderr
     assert "parameter 'port'" in second.stderr and "in use by another program" in second.stderr
     calibrate = subprocess.run(
         [sys.executable, "-m", "so100_driver.calibrate", "--port", emu.port,
          "--file", str(tmp_path / "c.json")],
-        capture_output=True, text=True, timeout=60, input="\n",
+        capture_output=True, text=True, timeout=60, input="\n", **nice,
     )  # fmt: skip
     assert calibrate.returncode != 0 and "in use by another program" in calibrate.stderr + calibrate.stdout
     count = len(probe.states)
     assert probe.wait(lambda: len(probe.states) > count + 20)
     after = node.bus.stats.snapshot()
     for key in ("failed_transactions", "timeouts", "corrupt", "strays", "flushes", "late", "disconnects"):
-        assert after[key] == stats_before[key], key
+        assert after[key] == stats_before[key], (key, stats_before, after)
     assert node.state == ArmState.ENABLED
     assert not any("bus lost" in s.message for s in probe.statuses("arm: bus"))
