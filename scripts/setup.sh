@@ -41,7 +41,8 @@ PY="$VENV/bin/python"
 
 # --- 2.-5. dependencies, wheel path repair, ros2 CLI, colcon build --------------------------------
 # The workspace build needs only the ROS wheels and the build tools, so it runs while pip installs the
-# rest (torch, MuJoCo, ...); the packages are byte-compiled afterwards on every core (pip compiles on one).
+# rest (torch, MuJoCo, ...); the packages are then byte-compiled on every core (pip compiles on one) while the
+# ros2 command is installed.
 ROS_WHEELS="requirements/ros-wheels-$SMOLVLA_DISTRO.txt"
 deps_hash="$( { echo "$SMOLVLA_DISTRO"; cat requirements.txt requirements/*.txt scripts/fix_ros_wheel_paths.py;
                 [ -f "$ROS2_CLI/install.sh" ] && cat "$ROS2_CLI/install.sh"; } | sha256sum | cut -d' ' -f1)"
@@ -82,10 +83,15 @@ else
   log "workspace build up to date"
 fi
 
+compile_pid=
 if [ -n "$deps_changed" ]; then
   log "installing the pinned Python dependencies"
   quiet_pip "${PIP_INSTALL[@]}" -r requirements.txt
   quiet_pip "${PIP_INSTALL[@]}" --no-deps -r requirements/nodeps.txt
+  log "byte-compiling the installed packages in the background"
+  "$PY" -m compileall -q -j 0 "$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" \
+    >/dev/null 2>&1 &  # (a few packages ship files for other Python versions; pip skips them too)
+  compile_pid=$!
 fi
 if [ -n "$build_pid" ]; then
   wait "$build_pid" || die "colcon build failed; see ${SMOLVLA_LOG#"$ROOT"/}/latest_build"
@@ -93,9 +99,6 @@ if [ -n "$build_pid" ]; then
   log "workspace built"
 fi
 if [ -n "$deps_changed" ]; then
-  log "byte-compiling the installed packages"
-  "$PY" -m compileall -q -j 0 "$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" \
-    >/dev/null 2>&1 || true  # a few packages ship files for other Python versions; pip skips them too
   # After the build: it replaces the `lark` module that the message generators import.
   if [ -f "$ROS2_CLI/install.sh" ]; then
     log "installing the ROS 2 launch system and ros2 command from ${ROS2_CLI} (for the tests)"
@@ -104,6 +107,8 @@ if [ -n "$deps_changed" ]; then
   else
     log "no ros2-cli folder at $ROS2_CLI: 'ros2 launch' and the ros2 CLI tests will be skipped"
   fi
+  wait "$compile_pid" || true  # a file it could not compile is compiled when imported
+  log "packages byte-compiled"
   echo "$deps_hash" > "$VENV/.deps-hash"
 fi
 if [ "$SMOLVLA_DISTRO" = jazzy ]; then
