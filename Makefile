@@ -3,7 +3,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 RUN := source scripts/env.sh &&
 
-.PHONY: help setup test lint format demo bench-model-setup rtc-golden bench-model bench-driver bench-camera bench-sim bench-eval bench-pipeline clean
+.PHONY: help setup test lint format demo bench-model-setup rtc-golden bench-model bench-driver bench-camera bench-sim bench-eval bench-pipeline bench-closed-loop clean
 
 help:  ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -46,6 +46,9 @@ bench-eval: setup  ## offline evaluation speed with the real-size model
 
 bench-pipeline: setup  ## sync vs async execution with injected inference latency
 	@$(RUN) python benchmarks/bench_pipeline.py $(ARGS)
+
+bench-closed-loop: setup  ## closed-loop success on held-out sim placements: expert, policy sync/async x latency
+	@$(RUN) HF_HUB_OFFLINE=1 python benchmarks/bench_closed_loop.py $(ARGS)
 
 clean:  ## remove the colcon build products build*/ install*/ log*/ (keeps the venvs and reports/)
 	rm -rf build install log build-kilted install-kilted log-kilted

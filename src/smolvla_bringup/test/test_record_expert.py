@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 
-from smolvla_bringup.demo.record_expert import main
+import pytest
+
+from smolvla_bringup.demo.record_expert import main, parse_args
+from so100_driver.sim.task import HELD_OUT_SEEDS_FROM
 
 
 def test_an_expert_episode_is_recorded_as_a_successful_bag(tmp_path, capsys):
@@ -18,3 +21,9 @@ def test_an_expert_episode_is_recorded_as_a_successful_bag(tmp_path, capsys):
     counts = episode["message_counts"]
     assert counts["/joint_commands"] > 120 and counts["/joint_states"] > 500, counts
     assert counts["/cameras/top/image_raw"] >= 30, counts
+
+
+def test_held_out_seeds_are_refused_for_training_data(capsys):
+    with pytest.raises(SystemExit):
+        parse_args(["--seed", str(HELD_OUT_SEEDS_FROM)])
+    assert "held out" in capsys.readouterr().err

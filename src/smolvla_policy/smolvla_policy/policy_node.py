@@ -45,6 +45,7 @@ from smolvla_policy.runtime import (
     RuntimeConfig,
     resolve_device,
 )
+from smolvla_policy.runtime.latency import added_latency_problem, hold_back
 from smolvla_policy.runtime.observation import assemble_observation
 
 STATE_NAMES = {
@@ -89,6 +90,7 @@ PARAMETERS: dict[str, tuple[object, str]] = {
     "sensor_qos": ("best_effort", "camera and joint-state subscriptions: best_effort | reliable"),
     "status_period_s": (1.0, "PolicyStatus and /diagnostics period"),
     "warmup": (True, "run one inference on blank inputs after loading"),
+    "added_latency_s": (0.0, "hold each chunk back this long after inference (s), counted in its latency"),
 }
 
 
@@ -121,6 +123,9 @@ class PolicyNode(Node):
         descriptions = {name: description for name, (_, description) in PARAMETERS.items()}
         self.p = declare_parameters(self, defaults, descriptions)
         require(self.p["trigger"] in TRIGGERS, "trigger", f"one of {TRIGGERS}", self.p["trigger"])
+        added_latency = float(self.p["added_latency_s"])
+        problem = added_latency_problem(added_latency)
+        require(problem is None, "added_latency_s", problem or "", added_latency)
         self.camera_features, self.camera_topics = camera_map(self.p["cameras"], self.p["camera_topics"])
         unknown = [c for c in self.p["compressed_cameras"] if c not in self.camera_features]
         require(not unknown, "compressed_cameras", f"cameras among {list(self.camera_features)}", unknown)
@@ -201,6 +206,7 @@ class PolicyNode(Node):
             fps=float(p["fps"]) or None,
             actions_per_chunk=int(p["actions_per_chunk"]),
             rtc_execution_horizon=int(p["rtc_execution_horizon"]),
+            added_latency_s=float(p["added_latency_s"]),
         )
 
     # ------------------------------------------------------------------------------------------- callbacks
@@ -335,10 +341,19 @@ class PolicyNode(Node):
         )
         if not result.ok:
             return self._refuse(result.refusal)
-        self._publish_chunk(result.chunk, joint_stamp, request)
+        chunk = hold_back(result.chunk, float(self.p["added_latency_s"]), self._wait_unless_stopping)
+        if chunk is None:
+            return True  # the node is stopping: nothing more is published
+        self._publish_chunk(chunk, joint_stamp, request)
         note = f"chunk {self.chunk_id} published" + (f" ({'; '.join(result.notes)})" if result.notes else "")
         self._set_state(PolicyStatus.STATE_READY, note)
         return True
+
+    def _wait_unless_stopping(self, timeout: float) -> bool:
+        """Sleep up to ``timeout`` s on the worker; False as soon as the node is being destroyed."""
+        with self._lock:
+            self._lock.wait_for(lambda: self._stop, timeout)
+            return not self._stop
 
     def _refuse(self, reason: str) -> bool:
         with self._lock:

@@ -336,6 +336,29 @@ def test_latest_request_wins_and_rtc_uses_pending_actions(rig_factory):
     assert "RTC not used" not in rig.node.message
 
 
+ADDED_LATENCY_S = 0.6
+
+
+def test_added_latency_holds_each_chunk_back_and_is_reported(rig_factory):
+    rig = rig_factory(added_latency_s=ADDED_LATENCY_S, warmup=True)
+    robot = rig.robot
+    rig.wait_ready()
+    delays, latencies = [], []
+    for _ in range(2):
+        sent = time.monotonic()
+        request_id = robot.request()
+        chunk = wait_for(lambda rid=request_id: robot.chunk_for(rid), 10.0, "the held-back chunk")
+        delays.append(time.monotonic() - sent)
+        latencies.append(chunk.inference_latency.sec + chunk.inference_latency.nanosec * 1e-9)
+    # The tiny model answers in tens of ms: without the hold each chunk would arrive long before 0.6 s.
+    for delay, latency in zip(delays, latencies, strict=True):
+        assert ADDED_LATENCY_S <= latency < ADDED_LATENCY_S + 0.5, (delays, latencies)
+        assert delay >= latency - 0.02, (delays, latencies)  # held before publishing, not only reported
+    status = wait_for(lambda: [s for s in robot.statuses if s.chunks_published >= 2], 3.0, "status")[-1]
+    held = status.last_inference_latency.sec + status.last_inference_latency.nanosec * 1e-9
+    assert held >= ADDED_LATENCY_S
+
+
 def test_continuous_mode_publishes_without_requests(rig_factory):
     rig = rig_factory(trigger="continuous", continuous_period_s=0.1, rtc=True)
     robot = rig.robot
@@ -405,6 +428,10 @@ def test_checkpoint_errors_keep_the_node_alive_in_error_state(rig_factory, param
         ),
         ({"max_task_chars": "lots"}, "parameter 'max_task_chars': expected an integer like 1000, got 'lots'"),
         ({"cameras": ["top", "top"]}, "parameter 'cameras'"),
+        (
+            {"added_latency_s": -0.1},
+            "parameter 'added_latency_s': expected a finite value >= 0 (s), got -0.1",
+        ),
     ],
 )
 def test_bad_parameters_refuse_to_start_with_the_parameter_named(params, message):

@@ -33,6 +33,7 @@ from smolvla_common.qos import LATCHED
 from smolvla_common.recorder_node import RecorderNode
 from so100_driver.sim.expert import HOME, GraspIK, plan_pick
 from so100_driver.sim.scene import JOINT_NAMES
+from so100_driver.sim.task import HELD_OUT_SEEDS_FROM
 from so100_driver.sim_node import SimArmNode
 
 TASK = "pick up the red cube"
@@ -102,13 +103,25 @@ def record_episode(sim: SimArmNode, recorder: RecorderNode, expert: ExpertLeader
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--episodes", type=int, default=5)
-    parser.add_argument("--seed", type=int, default=0, help="task_seed of the sim (placements)")
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help=f"task_seed of the sim (placements), 0..{HELD_OUT_SEEDS_FROM - 1} (higher seeds are held out "
+        "for scoring)",
+    )
     parser.add_argument("--output-dir", default="recordings/expert")
     parser.add_argument("--cameras", nargs="+", default=["top", "wrist"])
     parser.add_argument("--size", type=int, default=256, help="camera width and height (pixels)")
     parser.add_argument("--camera-fps", type=float, default=15.0)
     parser.add_argument("--rate", type=float, default=30.0, help="expert commands per second")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if not 0 <= args.seed < HELD_OUT_SEEDS_FROM:
+        parser.error(
+            f"--seed {args.seed}: training seeds are 0..{HELD_OUT_SEEDS_FROM - 1}; seeds from "
+            f"{HELD_OUT_SEEDS_FROM} on are held out for make bench-closed-loop"
+        )
+    return args
 
 
 def start_nodes(context, args) -> tuple[SimArmNode, RecorderNode, ExpertLeader]:

@@ -80,6 +80,7 @@ class RuntimeConfig:
     fps: float | None = None
     actions_per_chunk: int = 0
     rtc_execution_horizon: int = 0  # 0: the checkpoint's RTC execution horizon
+    added_latency_s: float = 0.0  # held after each inference (see runtime.latency); counted by RTC's delay
 
     def camera_map(self) -> dict[str, str]:
         if isinstance(self.cameras, Mapping):
@@ -470,8 +471,9 @@ class PolicyRuntime:
     # ------------------------------------------------------------------------------------------------ RTC
 
     def estimate_delay_steps(self, stamp: float, now: float) -> int:
-        """Actions of the new chunk already past when it arrives: observation age + expected latency."""
-        expected = max(0.0, now - stamp) + (self.expected_latency or 0.0)
+        """Actions of the new chunk already past when it arrives: observation age + expected latency (the
+        model's running average plus the configured ``added_latency_s``)."""
+        expected = max(0.0, now - stamp) + (self.expected_latency or 0.0) + self.config.added_latency_s
         return int(min(self.info.chunk_size - 1, max(0, math.ceil(expected / self.dt - 1e-9))))
 
     def align_pending(self, pending: PendingActions | None, stamp: float) -> tuple[np.ndarray | None, str]:
