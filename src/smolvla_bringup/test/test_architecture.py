@@ -150,6 +150,23 @@ def test_a_forbidden_import_fails_the_check(module, source, expected):
     assert expected in found
 
 
+def node_module_imports(module: str, source: str | Path) -> list[str]:
+    """The other node modules (``*_node``) that a node module imports."""
+    if not module.endswith("_node"):
+        return []
+    imported = imports_of_module(module, source) if isinstance(source, Path) else imports_of(source, module)
+    nodes = {name for name in imported if name.split(".")[-1].endswith("_node") and name.count(".") == 1}
+    return sorted(nodes - {module})
+
+
+def test_no_node_module_imports_another():
+    found = {name: node_module_imports(name, path) for name, path in product_modules().items()}
+    assert not {name: nodes for name, nodes in found.items() if nodes}
+    assert node_module_imports("so100_driver.sim_node", "from so100_driver.arm_node import UNSTAMPED\n") == [
+        "so100_driver.arm_node"
+    ]
+
+
 def test_the_demo_is_the_only_module_that_needs_both_sides():
     both = {r.module for r in rules() if {"so100_driver", "smolvla_policy"} <= r.project}
     assert both == {"smolvla_bringup.demo"}

@@ -29,7 +29,15 @@ from smolvla_common.bags import BagReader
 from smolvla_common.messages import import_message
 from smolvla_common.parameters import declare_parameters, require
 
-LATCHED_TOPICS = ("/instruction",)
+#: topics played transient-local like the publishers that recorded them, by their last name (any namespace)
+LATCHED_NAMES = ("instruction",)
+
+
+def is_latched(topic: str) -> bool:
+    """True for a topic played transient-local: ``/instruction`` and ``/<namespace>/instruction``."""
+    return topic.rsplit("/", 1)[-1] in LATCHED_NAMES
+
+
 PARAMETERS = {
     "bag": "",
     "rate": 1.0,
@@ -86,9 +94,7 @@ class BagPlayer(Node):
             except ValueError as exc:
                 self.get_logger().warning(f"not playing {topic}: {exc}")
                 continue
-            durability = (
-                DurabilityPolicy.TRANSIENT_LOCAL if topic in LATCHED_TOPICS else DurabilityPolicy.VOLATILE
-            )
+            durability = DurabilityPolicy.TRANSIENT_LOCAL if is_latched(topic) else DurabilityPolicy.VOLATILE
             qos = QoSProfile(
                 history=HistoryPolicy.KEEP_LAST,
                 depth=10,

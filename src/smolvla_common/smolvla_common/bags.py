@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from smolvla_common.timeutil import duration_msg, header_nanoseconds, time_msg_ns
+from smolvla_common.timeutil import header_nanoseconds
 
 JOINT_STATE = "sensor_msgs/msg/JointState"
 JOINT_TRAJECTORY = "trajectory_msgs/msg/JointTrajectory"
@@ -333,65 +333,6 @@ def joint_series(
 
 
 # ----------------------------------------------------------------------------------------- writing
-
-
-def header_msg(stamp_ns: int, frame_id: str = ""):
-    types = typestore().types
-    stamp = time_msg_ns(stamp_ns, types["builtin_interfaces/msg/Time"])
-    return types["std_msgs/msg/Header"](stamp=stamp, frame_id=frame_id)
-
-
-def joint_state_msg(stamp_ns: int, names: Sequence[str], positions: Sequence[float]):
-    jointstate_type = typestore().types[JOINT_STATE]
-    empty = np.array([], dtype=np.float64)
-    return jointstate_type(
-        header=header_msg(stamp_ns),
-        name=list(names),
-        position=np.asarray(positions, dtype=np.float64),
-        velocity=empty,
-        effort=empty,
-    )
-
-
-def joint_trajectory_msg(
-    stamp_ns: int, names: Sequence[str], points: Sequence[tuple[float, Sequence[float]]]
-):
-    """A JointTrajectory with ``(time_from_start_s, positions)`` points."""
-    types = typestore().types
-    point_type = types["trajectory_msgs/msg/JointTrajectoryPoint"]
-    empty = np.array([], dtype=np.float64)
-    return types[JOINT_TRAJECTORY](
-        header=header_msg(stamp_ns),
-        joint_names=list(names),
-        points=[
-            point_type(
-                positions=np.asarray(p, dtype=np.float64),
-                velocities=empty,
-                accelerations=empty,
-                effort=empty,
-                time_from_start=duration_msg(t, types["builtin_interfaces/msg/Duration"]),
-            )
-            for t, p in points
-        ],
-    )
-
-
-def image_msg(stamp_ns: int, rgb: np.ndarray, frame_id: str = ""):
-    rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
-    height, width = rgb.shape[:2]
-    return typestore().types[IMAGE](
-        header=header_msg(stamp_ns, frame_id),
-        height=height,
-        width=width,
-        encoding="rgb8",
-        is_bigendian=0,
-        step=width * 3,
-        data=rgb.reshape(-1),
-    )
-
-
-def string_msg(text: str):
-    return typestore().types[STRING](data=text)
 
 
 class BagWriter:

@@ -30,9 +30,9 @@ def test_project_messages_round_trip(tmp_path):
     """smolvla_msgs types are registered from their .msg files, so ActionChunks can be written and read."""
     store = bags.typestore()
     chunk_type = store.types[bags.ACTION_CHUNK]
-    trajectory = bags.joint_trajectory_msg(0, ["a", "b"], [(0.0, [1.0, 2.0]), (0.1, [1.5, 2.5])])
+    trajectory = synthetic_bags.joint_trajectory_msg(0, ["a", "b"], [(0.0, [1.0, 2.0]), (0.1, [1.5, 2.5])])
     msg = chunk_type(
-        header=bags.header_msg(5_000_000_000),
+        header=synthetic_bags.header_msg(5_000_000_000),
         chunk_id=7,
         request_id=3,
         task="pick",
@@ -56,7 +56,9 @@ def test_joint_series_from_commands_and_states(tmp_path):
             "/c",
             bags.JOINT_TRAJECTORY,
             0,
-            bags.joint_trajectory_msg(1_000_000_000, ["b", "a"], [(0.5, [2.0, 1.0]), (0.6, [4.0, 3.0])]),
+            synthetic_bags.joint_trajectory_msg(
+                1_000_000_000, ["b", "a"], [(0.5, [2.0, 1.0]), (0.6, [4.0, 3.0])]
+            ),
         )
     ]
     series = bags.joint_series(commands, ["a", "b"], "/c")
@@ -65,7 +67,7 @@ def test_joint_series_from_commands_and_states(tmp_path):
     assert series.positions.tolist() == [[1.0, 2.0], [3.0, 4.0]]
     assert series.at(np.array([1.05, 2.0]))[0] == pytest.approx([2.0, 3.0])
     assert np.isnan(series.at(np.array([2.0]))).all()
-    state = bags.BagMessage("/s", bags.JOINT_STATE, 7, bags.joint_state_msg(0, ["a"], [0.5]))
+    state = bags.BagMessage("/s", bags.JOINT_STATE, 7, synthetic_bags.joint_state_msg(0, ["a"], [0.5]))
     assert bags.joint_series([state], ["a"]).times == pytest.approx([7e-9])  # zero stamp: log time
     with pytest.raises(BagError, match=r"topic /s .*lacks joints \['b'\]"):
         bags.joint_series([state], ["a", "b"], "/s")

@@ -215,7 +215,12 @@ def test_missing_topic_and_wrong_type_are_named(tmp_path, capsys):
         "mcap",
         duration_s=0.5,
         cameras=("top",),
-        extra={"/leader/joint_states": (bags.STRING, [(int(100.1e9), bags.string_msg("not a joint state"))])},
+        extra={
+            "/leader/joint_states": (
+                bags.STRING,
+                [(int(100.1e9), synthetic_bags.string_msg("not a joint state"))],
+            )
+        },
     )
     truth = bags.JointSeries(list(SO101_JOINTS), np.array([0.0, 1.0]), np.zeros((2, 6)))
     policy = GroundTruthPolicy(truth, DT, 10)
@@ -284,7 +289,9 @@ def test_compressed_camera_topics_are_decoded_like_the_node_does(tmp_path):
         (
             int(100e9) + k * 100_000_000,
             compressed(
-                header=bags.header_msg(int(100e9) + k * 100_000_000), format="jpeg", data=jpeg.reshape(-1)
+                header=synthetic_bags.header_msg(int(100e9) + k * 100_000_000),
+                format="jpeg",
+                data=jpeg.reshape(-1),
             ),
         )
         for k in range(10)

@@ -20,7 +20,7 @@ from rclpy.executors import SingleThreadedExecutor
 from rclpy.parameter import Parameter
 
 import synthetic_bags
-from smolvla_common.bag_player import BagPlayer
+from smolvla_common.bag_player import BagPlayer, is_latched
 from smolvla_common.executor_node import ExecutorNode
 from smolvla_common.joints import SO101_JOINTS
 from smolvla_msgs.msg import PolicyStatus
@@ -133,3 +133,8 @@ def test_live_replay_matches_the_offline_evaluation(tiny_checkpoint, calibration
     report = json.loads((tmp_path / "live" / "report.json").read_text())
     assert report["summary"]["mode"] == "live replay"
     assert report["metrics"]["mae"]["all"] == pytest.approx(live.metrics["mae"]["all"])
+
+
+def test_the_instruction_is_played_latched_in_any_namespace():
+    assert is_latched("/instruction") and is_latched("/left/instruction")
+    assert not is_latched("/joint_states") and not is_latched("/left/instruction_text")

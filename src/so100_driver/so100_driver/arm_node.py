@@ -33,7 +33,7 @@ from smolvla_common.parameters import declare_parameters, require
 from smolvla_common.qos import LATCHED
 from smolvla_common.timeutil import seconds
 from smolvla_msgs.msg import ArmStatus
-from so100_driver.arm.commands import CommandError, RejectionLog
+from so100_driver.arm.commands import UNSTAMPED, CommandError, RejectionLog
 from so100_driver.arm.follower import ArmController
 from so100_driver.arm.link import ArmState, CycleResult
 from so100_driver.arm.safety import SafetyConfig
@@ -57,11 +57,6 @@ PARAMETERS = {
     "enable_torque_on_start": False,
     "torque_off_on_shutdown": True,
 } | {name: field.default for name, field in SafetyConfig.__dataclass_fields__.items()}
-
-UNSTAMPED = (
-    "header.stamp is not set: stamp every command with the time it was issued "
-    '(ros2 topic pub: "{header: {stamp: now}, joint_names: [...], points: [...]}")'
-)
 
 
 class ArmNode(Node):

@@ -210,7 +210,6 @@ def main(argv: Sequence[str] | None = None, operator: Operator | None = None) ->
     parser.add_argument("--file", help="calibration JSON to write (and to reuse if it exists)")
     parser.add_argument("--id", dest="arm_id", help="arm id: use LeRobot's default calibration location")
     parser.add_argument("--role", choices=("follower", "leader"), default="follower")
-    parser.add_argument("--robot-type", choices=("so100", "so101"), default="so101")
     parser.add_argument("--joint-names", nargs="+", default=list(DEFAULT_MOTORS))
     parser.add_argument("--motor-ids", nargs="+", type=int, default=list(DEFAULT_MOTORS.values()))
     parser.add_argument("--write-only", action="store_true", help="write the existing file to the servos")

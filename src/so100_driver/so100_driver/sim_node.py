@@ -39,8 +39,7 @@ from smolvla_common.parameters import ParameterError, declare_parameters, requir
 from smolvla_common.qos import LATCHED, sensor_qos
 from smolvla_common.timeutil import seconds
 from smolvla_msgs.msg import ArmStatus
-from so100_driver.arm.commands import CommandError, JointTargets, RejectionLog
-from so100_driver.arm_node import UNSTAMPED
+from so100_driver.arm.commands import UNSTAMPED, CommandError, JointTargets, RejectionLog
 from so100_driver.sim.arm import SimArm, SimSnapshot  # (importing so100_driver.sim selects MUJOCO_GL first)
 from so100_driver.sim.render import RenderError
 from so100_driver.sim.runtime import SimRuntime

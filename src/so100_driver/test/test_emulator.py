@@ -39,7 +39,10 @@ def emu():
 def bus(emu):
     port = TolerantPortHandler(emu.port, DEADLINE_MS)
     assert port.openPort()
-    yield port, scs.PacketHandler(0)
+    handler = scs.PacketHandler(0)
+    # The emulator's thread may still be starting on a loaded machine: wait for its first answer.
+    assert wait_until(lambda: handler.ping(port, emu.ids[0])[1] == scs.COMM_SUCCESS, timeout=10.0)
+    yield port, handler
     port.closePort()
 
 

@@ -9,6 +9,12 @@ from collections.abc import Mapping, Sequence
 
 _NUMBER = re.compile(r"[-+]?\d+(?:\.\d+)?(?:e[-+]?\d+)?")
 
+#: why a command without a stamp is rejected (every stamp is checked against the last torque-on)
+UNSTAMPED = (
+    "header.stamp is not set: stamp every command with the time it was issued "
+    '(ros2 topic pub: "{header: {stamp: now}, joint_names: [...], points: [...]}")'
+)
+
 
 class CommandError(ValueError):
     """A joint command was rejected; the message says what was wrong and what is expected."""
