@@ -203,6 +203,8 @@ class Scenario:
                 "estop",
                 "toggle",
                 "replay",
+                "obstacle",
+                "push",
             ]
         )
         self.events.append(kind)
