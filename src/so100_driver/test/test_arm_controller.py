@@ -459,6 +459,28 @@ def test_torque_on_just_outside_the_range_holds_within_max_step(arm):
     assert abs(arm.emu.servo(4).present_position - wrist.range_max) <= 2
 
 
+def test_a_joint_that_sagged_out_of_its_range_keeps_torque_off_after_a_reconnect(arm):
+    """Item 4 with item 2: while unpowered, a joint is pushed far beyond its calibrated range; after the
+    reconnect the arm writes no goal and leaves torque off, saying which joint and what to do."""
+    enabled(arm)
+    wrist = arm.c.joints["wrist_flex"]
+    arm.emu.disconnect()
+    arm.emu.power_cycle()
+    arm.emu.servo(4).set_physical_position(wrist.range_max + 150)
+    arm.run(0.2)
+    assert arm.c.state == ArmState.DISCONNECTED
+    written = len(arm.emu.goal_writes())
+    arm.emu.reconnect()
+    arm.run(2.0, until=lambda r: arm.c.bus.stats.reconnects >= 1 and r.state != ArmState.DISCONNECTED)
+    arm.run(0.5)
+    assert arm.c.state in (ArmState.IDLE, ArmState.FAULT), arm.c.state
+    assert not any(arm.emu.servo(i).torque_enabled for i in range(1, 7))
+    assert len(arm.emu.goal_writes()) == written, arm.emu.goal_writes()[written:]
+    (why,) = [e for e in arm.c.events if e.startswith("reconnected, but torque stays off")]
+    assert "wrist_flex" in why and "move it back into its range by hand" in why
+    assert abs(arm.emu.servo(4).present_position - (wrist.range_max + 150)) <= 2
+
+
 def test_torque_on_far_outside_the_range_is_refused(arm):
     """Item 2: more than max_step outside: no goal is written, torque stays off, the message says why."""
     wrist = arm.c.joints["wrist_flex"]
