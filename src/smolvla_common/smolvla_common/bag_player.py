@@ -28,6 +28,7 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from smolvla_common.bags import BagReader
 from smolvla_common.messages import import_message
 from smolvla_common.parameters import declare_parameters, require
+from smolvla_common.timeutil import time_msg_ns
 
 #: topics played transient-local like the publishers that recorded them, by their last name (any namespace)
 LATCHED_NAMES = ("instruction",)
@@ -117,7 +118,7 @@ class BagPlayer(Node):
         if not self.publish_clock:
             return
         msg = self._clock_msg()
-        msg.clock.sec, msg.clock.nanosec = divmod(int(bag_time_ns), 1_000_000_000)
+        msg.clock = time_msg_ns(bag_time_ns)
         self.clock_pub.publish(msg)
 
     def _wait_for_subscribers(self) -> None:

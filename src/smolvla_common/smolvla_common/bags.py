@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from smolvla_common.timeutil import header_nanoseconds
+from smolvla_common.timeutil import header_nanoseconds, nanoseconds
 
 JOINT_STATE = "sensor_msgs/msg/JointState"
 JOINT_TRAJECTORY = "trajectory_msgs/msg/JointTrajectory"
@@ -311,7 +311,7 @@ def joint_series(
         if m.msgtype == JOINT_TRAJECTORY:
             first = None
             for point in m.msg.points:
-                offset = int(point.time_from_start.sec) * 1_000_000_000 + int(point.time_from_start.nanosec)
+                offset = nanoseconds(point.time_from_start)
                 first = offset if first is None else first
                 offset -= first
                 positions = np.asarray(point.positions, dtype=np.float64)

@@ -39,7 +39,7 @@ from smolvla_common.joints import SO101_JOINTS
 from smolvla_common.node_main import run_node
 from smolvla_common.parameters import ParameterError, accept_live_changes, declare_parameters, require
 from smolvla_common.qos import LATCHED, RELIABLE
-from smolvla_common.timeutil import duration_msg, seconds
+from smolvla_common.timeutil import clock_seconds, duration_msg, seconds
 from smolvla_msgs.msg import ActionChunk, ArmStatus, ChunkRequest, ExecutorStatus
 
 try:
@@ -137,7 +137,7 @@ class ExecutorNode(Node):
     # ------------------------------------------------------------------ callbacks
 
     def _now(self) -> float:
-        return self.get_clock().now().nanoseconds * 1e-9
+        return clock_seconds(self)
 
     def _reconfigure(self, changes: dict) -> None:
         """``ros2 param set`` on a live parameter: the core's from its next tick, the request task at once."""

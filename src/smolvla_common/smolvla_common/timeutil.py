@@ -30,6 +30,11 @@ def header_nanoseconds(msg: Any) -> int:
     return 0 if header is None else nanoseconds(header.stamp)
 
 
+def clock_seconds(node: Any) -> float:
+    """``node``'s clock now, in seconds: ROS time, or the /clock time under ``use_sim_time``."""
+    return node.get_clock().now().nanoseconds * 1e-9
+
+
 def to_nanoseconds(value_s: float) -> int:
     """Seconds -> integer nanoseconds (a finite value is required)."""
     if not math.isfinite(value_s):

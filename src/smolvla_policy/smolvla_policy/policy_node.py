@@ -34,7 +34,7 @@ from smolvla_common.joints import GRIPPER, SO101_JOINTS
 from smolvla_common.node_main import run_node
 from smolvla_common.parameters import declare_parameters, require
 from smolvla_common.qos import RELIABLE, sensor_qos
-from smolvla_common.timeutil import duration_msg, seconds
+from smolvla_common.timeutil import clock_seconds, duration_msg, seconds
 from smolvla_msgs.msg import ActionChunk, ChunkRequest, PolicyStatus
 from smolvla_policy.runtime import (
     CheckpointInfo,
@@ -328,7 +328,7 @@ class PolicyNode(Node):
     def _infer(self, request: ChunkRequest | None) -> bool:
         """Infer on the newest observation and publish the chunk; False when the observation was refused."""
         observation, joint_stamp, reason = self._snapshot(request)
-        now = self.get_clock().now().nanoseconds * 1e-9
+        now = clock_seconds(self)
         if observation is None:
             return self._refuse(reason)
         pending = self._pending(request)

@@ -31,7 +31,7 @@ from smolvla_common.joints import GRIPPER
 from smolvla_common.node_main import run_node
 from smolvla_common.parameters import declare_parameters, require
 from smolvla_common.qos import LATCHED
-from smolvla_common.timeutil import seconds
+from smolvla_common.timeutil import clock_seconds, seconds
 from smolvla_msgs.msg import ArmStatus
 from so100_driver.arm.commands import UNSTAMPED, CommandError, RejectionLog
 from so100_driver.arm.follower import ArmController
@@ -104,7 +104,7 @@ class ArmNode(Node):
 
     # ------------------------------------------------------------------------------------------ callbacks
     def _now(self) -> float:
-        return self.get_clock().now().nanoseconds * 1e-9
+        return clock_seconds(self)
 
     def _on_command(self, msg: JointTrajectory) -> None:
         stamp = seconds(msg.header.stamp)

@@ -37,7 +37,7 @@ from smolvla_common.image_conversion import rgb_to_image_msg
 from smolvla_common.node_main import run_node
 from smolvla_common.parameters import ParameterError, declare_parameters, require
 from smolvla_common.qos import LATCHED, sensor_qos
-from smolvla_common.timeutil import seconds
+from smolvla_common.timeutil import clock_seconds, seconds
 from smolvla_msgs.msg import ArmStatus
 from so100_driver.arm.commands import UNSTAMPED, CommandError, JointTargets, RejectionLog
 from so100_driver.sim.arm import SimArm, SimSnapshot  # (importing so100_driver.sim selects MUJOCO_GL first)
@@ -246,7 +246,7 @@ class SimArmNode(Node):
 
     # ------------------------------------------------------------------------------ time
     def _node_seconds(self) -> float:
-        return self.get_clock().now().nanoseconds * 1e-9
+        return clock_seconds(self)
 
     def _stamp_seconds(self, sim_time: float) -> float:
         """The time (node clock, or /clock when we publish it) at which the simulation shows ``sim_time``."""

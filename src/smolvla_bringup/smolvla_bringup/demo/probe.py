@@ -14,7 +14,7 @@ from trajectory_msgs.msg import JointTrajectory
 from smolvla_bringup.instruct import latched_qos
 from smolvla_common.image_conversion import msg_to_rgb
 from smolvla_common.joints import SO101_JOINTS
-from smolvla_common.timeutil import seconds
+from smolvla_common.timeutil import clock_seconds, seconds
 from smolvla_msgs.msg import ActionChunk, ExecutorStatus, PolicyStatus
 
 
@@ -55,7 +55,7 @@ class DemoProbe(Node):
         self.instruction_pub.publish(String(data=self.instruction))
 
     def now(self) -> float:
-        return self.get_clock().now().nanoseconds * 1e-9
+        return clock_seconds(self)
 
     @staticmethod
     def _ordered(names, values) -> list[float] | None:

@@ -31,6 +31,7 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 import so100_driver.sim  # noqa: F401  (selects the headless GL backend before mujoco is imported)
 from smolvla_common.qos import LATCHED
 from smolvla_common.recorder_node import RecorderNode
+from smolvla_common.timeutil import duration_msg
 from so100_driver.sim.expert import HOME, GraspIK, plan_pick
 from so100_driver.sim.scene import JOINT_NAMES
 from so100_driver.sim.task import HELD_OUT_SEEDS_FROM
@@ -57,9 +58,9 @@ class ExpertLeader(Node):
     def command(self, positions, time_from_start: float = 0.0) -> None:
         msg = JointTrajectory(joint_names=list(JOINT_NAMES))
         msg.header.stamp = self.get_clock().now().to_msg()
-        point = JointTrajectoryPoint(positions=[float(p) for p in positions])
-        point.time_from_start.sec = int(time_from_start)
-        point.time_from_start.nanosec = int((time_from_start % 1.0) * 1e9)
+        point = JointTrajectoryPoint(
+            positions=[float(p) for p in positions], time_from_start=duration_msg(time_from_start)
+        )
         msg.points = [point]
         self.commands.publish(msg)
 
