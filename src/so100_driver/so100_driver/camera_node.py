@@ -66,7 +66,7 @@ DESCRIPTIONS = {
 
 class CameraNode(Node):
     def __init__(self, node_name: str = "camera", **kwargs):
-        """``node_name``: give each camera its own (e.g. ``front_camera``) when several share a process."""
+        """``node_name``: ``camera_<name>`` like in the graphs, when several cameras share a process."""
         super().__init__(node_name, **kwargs)
         p = declare_parameters(self, PARAMETERS, DESCRIPTIONS)
         # a device index (YAML `source: 0`) is as good as a path
