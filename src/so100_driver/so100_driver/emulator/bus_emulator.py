@@ -396,15 +396,9 @@ class BusEmulator:
                 return None
             data = servo.read_memory(params[0], params[1])
             return None if data is None else status_packet(servo_id, servo.error_byte(), data)
-        if inst == Instruction.WRITE and params:
-            servo.write_memory(params[0], params[1:])
-        elif inst == Instruction.REG_WRITE and params:
-            servo.reg_write(params[0], params[1:])
-        elif inst == Instruction.ACTION:
-            servo.action()
-        elif inst in (Instruction.RESET, Instruction.RESET_NEW):
+        if inst in (Instruction.RESET, Instruction.RESET_NEW):
             servo.factory_reset()
-        else:
+        elif not self._apply_write(servo, inst, params):
             return None  # unknown instruction: a servo stays silent
         if servo.mem[8] == 0:  # Response_Status_Level 0: only READ and PING answer
             return None
@@ -437,10 +431,18 @@ class BusEmulator:
                 return []
             return [status_packet(s.servo_id, s.error_byte()) for s in sorted(live, key=lambda s: s.servo_id)]
         for servo in live:
-            if inst == Instruction.WRITE and params:
-                servo.write_memory(params[0], params[1:])
-            elif inst == Instruction.REG_WRITE and params:
-                servo.reg_write(params[0], params[1:])
-            elif inst == Instruction.ACTION:
-                servo.action()
+            self._apply_write(servo, inst, params)
         return []
+
+    @staticmethod
+    def _apply_write(servo: ServoModel, inst: int, params: bytes) -> bool:
+        """WRITE, REG_WRITE or ACTION (unicast or broadcast); False for any other instruction."""
+        if inst == Instruction.WRITE and params:
+            servo.write_memory(params[0], params[1:])
+        elif inst == Instruction.REG_WRITE and params:
+            servo.reg_write(params[0], params[1:])
+        elif inst == Instruction.ACTION:
+            servo.action()
+        else:
+            return False
+        return True
