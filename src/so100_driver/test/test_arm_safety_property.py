@@ -254,6 +254,9 @@ class Scenario:
             self.spin(rng.uniform(0.3, 0.8))
             emu.unblock(servo)
         elif kind == "push":  # a hand pushes a joint away from its goal
+            # The jump is instantaneous (no hand is that fast): let the goal the last cycle wrote land
+            # first, or the audit would see that write against the shaft's position after the jump.
+            assert emu.wait_idle()
             joint = next(j for j in self.joints if j.servo_id == servo)
             here = emu.servo(servo).present_position
             emu.servo(servo).set_physical_position(
@@ -278,6 +281,7 @@ class Scenario:
             time.sleep(0.008)
 
     def sag(self, servo_ids) -> None:
+        self.emu.wait_idle()  # writes already sent land before the jump (see "push")
         for servo_id in servo_ids:
             joint = next(j for j in self.joints if j.servo_id == servo_id)
             if not self.emu.servo(servo_id).torque_enabled:
