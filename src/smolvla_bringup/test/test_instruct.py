@@ -40,9 +40,15 @@ def _spin_listener(topic: str, received: list[str], start_delay: float, stop: th
     rclpy.shutdown(context=context)
 
 
-@pytest.mark.parametrize("start_delay", [0.0, 1.0], ids=["listening-first", "late-joiner"])
-def test_cli_delivers_latched_instruction(start_delay):
-    """A listener that is up first gets it; one that joins after the publish gets it too (latched)."""
+@pytest.mark.parametrize(
+    ("start_delay", "domain"), [(0.0, 99), (1.0, 100)], ids=["listening-first", "late-joiner"]
+)
+def test_cli_delivers_latched_instruction(start_delay, domain, monkeypatch):
+    """A listener that is up first gets it; one that joins after the publish gets it too (latched).
+
+    Each case runs in a domain no other test uses (``RESERVED_DOMAIN_IDS`` in the root conftest): CI once
+    saw the two fresh participants never discover each other in a domain reused by earlier tests."""
+    monkeypatch.setenv("ROS_DOMAIN_ID", str(domain))
     received: list[str] = []
     stop = threading.Event()
     listener = threading.Thread(target=_spin_listener, args=("/instruction", received, start_delay, stop))
