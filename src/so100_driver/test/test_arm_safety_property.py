@@ -2,7 +2,7 @@
 
 A seeded random schedule mixes policy motion (the real executor core fed by a fake policy with random
 latency), adapter stalls, split and corrupted replies, USB drops with joints sagging while unpowered,
-servo faults (heat, a servo dropping its torque, a silent servo), obstacles and hands pushing joints,
+servo faults (heat, a servo dropping its torque, a silent servo),
 e-stop/start, torque toggles and replays of commands stamped before the latest torque-on, against the
 emulator through the real ``scservo_sdk``. Throughout, every Goal_Position that reaches a servo is checked
 (``goal_audit``):
@@ -203,8 +203,6 @@ class Scenario:
                 "estop",
                 "toggle",
                 "replay",
-                "obstacle",
-                "push",
             ]
         )
         self.events.append(kind)
@@ -248,20 +246,6 @@ class Scenario:
             arm.disable_torque()
             self.sag([servo])
             self.re_enable()
-        elif kind == "obstacle":  # something in the way, on either side, while the policy moves
-            here = emu.servo(servo).present_position
-            emu.block(servo, here + rng.choice([-1, 1]) * rng.randint(0, 30))
-            self.spin(rng.uniform(0.3, 0.8))
-            emu.unblock(servo)
-        elif kind == "push":  # a hand pushes a joint away from its goal
-            # The jump is instantaneous (no hand is that fast): let the goal the last cycle wrote land
-            # first, or the audit would see that write against the shaft's position after the jump.
-            assert emu.wait_idle()
-            joint = next(j for j in self.joints if j.servo_id == servo)
-            here = emu.servo(servo).present_position
-            emu.servo(servo).set_physical_position(
-                min(max(here + rng.choice([-1, 1]) * rng.randint(60, 200), joint.range_min), joint.range_max)
-            )
         elif kind == "replay" and arm.enabled_since is not None:
             old = arm.enabled_since - rng.uniform(0.001, 2.0)
             before = self.accepted_commands
@@ -281,7 +265,7 @@ class Scenario:
             time.sleep(0.008)
 
     def sag(self, servo_ids) -> None:
-        self.emu.wait_idle()  # writes already sent land before the jump (see "push")
+        self.emu.wait_idle()  # goals already sent land before the instantaneous jump
         for servo_id in servo_ids:
             joint = next(j for j in self.joints if j.servo_id == servo_id)
             if not self.emu.servo(servo_id).torque_enabled:
