@@ -29,6 +29,7 @@ from trajectory_msgs.msg import JointTrajectoryPoint
 from smolvla_common.image_conversion import rgb_to_compressed_msg, rgb_to_image_msg
 from smolvla_common.joints import SO101_JOINTS
 from smolvla_common.parameters import ParameterError
+from smolvla_common.timeutil import seconds
 from smolvla_msgs.msg import ActionChunk, ChunkRequest, PolicyStatus
 from smolvla_policy.policy_node import PolicyNode
 
@@ -349,13 +350,13 @@ def test_added_latency_holds_each_chunk_back_and_is_reported(rig_factory):
         request_id = robot.request()
         chunk = wait_for(lambda rid=request_id: robot.chunk_for(rid), 10.0, "the held-back chunk")
         delays.append(time.monotonic() - sent)
-        latencies.append(chunk.inference_latency.sec + chunk.inference_latency.nanosec * 1e-9)
+        latencies.append(seconds(chunk.inference_latency))
     # The tiny model answers in tens of ms: without the hold each chunk would arrive long before 0.6 s.
     for delay, latency in zip(delays, latencies, strict=True):
         assert ADDED_LATENCY_S <= latency < ADDED_LATENCY_S + 0.5, (delays, latencies)
         assert delay >= latency - 0.02, (delays, latencies)  # held before publishing, not only reported
     status = wait_for(lambda: [s for s in robot.statuses if s.chunks_published >= 2], 3.0, "status")[-1]
-    held = status.last_inference_latency.sec + status.last_inference_latency.nanosec * 1e-9
+    held = seconds(status.last_inference_latency)
     assert held >= ADDED_LATENCY_S
 
 

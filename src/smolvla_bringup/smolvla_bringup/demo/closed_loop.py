@@ -33,14 +33,13 @@ from pathlib import Path
 from rclpy.node import Node
 from std_msgs.msg import Bool, String
 from std_srvs.srv import Trigger
-from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+from trajectory_msgs.msg import JointTrajectory
 
 import so100_driver.sim  # noqa: F401  (selects the headless GL backend before mujoco is imported)
+from smolvla_bringup.demo.record_expert import one_point_command
 from smolvla_common.qos import LATCHED, RELIABLE
-from smolvla_common.timeutil import duration_msg
 from smolvla_msgs.msg import ExecutorStatus, PolicyStatus
 from so100_driver.sim.expert import HOME, GraspIK, plan_pick
-from so100_driver.sim.scene import JOINT_NAMES
 from so100_driver.sim.task import HELD_OUT_SEEDS_FROM
 from so100_driver.sim_node import SimArmNode
 
@@ -159,12 +158,7 @@ class ScorerNode(Node):
 
     def command(self, positions: Sequence[float], time_from_start: float = 0.0) -> None:
         """One stamped point on ``joint_commands`` (rad, the sim's joint order)."""
-        msg = JointTrajectory(joint_names=list(JOINT_NAMES))
-        msg.header.stamp = self.get_clock().now().to_msg()
-        point = JointTrajectoryPoint(positions=[float(p) for p in positions])
-        point.time_from_start = duration_msg(time_from_start)
-        msg.points = [point]
-        self.commands.publish(msg)
+        self.commands.publish(one_point_command(self, positions, time_from_start))
 
     def counters(self) -> tuple[int, int] | None:
         """(chunks received, idle ticks) of the executor's last status, None without one."""

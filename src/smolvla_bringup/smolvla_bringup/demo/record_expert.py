@@ -40,6 +40,17 @@ from so100_driver.sim_node import SimArmNode
 TASK = "pick up the red cube"
 
 
+def one_point_command(node: Node, positions, time_from_start: float = 0.0) -> JointTrajectory:
+    """One point (rad, the sim's joint order) stamped now on ``node``'s clock, as a leader arm sends it."""
+    msg = JointTrajectory(joint_names=list(JOINT_NAMES))
+    msg.header.stamp = node.get_clock().now().to_msg()
+    point = JointTrajectoryPoint(
+        positions=[float(p) for p in positions], time_from_start=duration_msg(time_from_start)
+    )
+    msg.points = [point]
+    return msg
+
+
 class ExpertLeader(Node):
     """Publishes the expert's joint targets on ``joint_commands`` and follows ``/arm/task_success``."""
 
@@ -56,13 +67,7 @@ class ExpertLeader(Node):
         self.success = bool(msg.data)
 
     def command(self, positions, time_from_start: float = 0.0) -> None:
-        msg = JointTrajectory(joint_names=list(JOINT_NAMES))
-        msg.header.stamp = self.get_clock().now().to_msg()
-        point = JointTrajectoryPoint(
-            positions=[float(p) for p in positions], time_from_start=duration_msg(time_from_start)
-        )
-        msg.points = [point]
-        self.commands.publish(msg)
+        self.commands.publish(one_point_command(self, positions, time_from_start))
 
     def call_reset(self, timeout: float = 5.0) -> str:
         if not self.reset.wait_for_service(timeout_sec=timeout):
