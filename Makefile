@@ -3,7 +3,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 RUN := source scripts/env.sh &&
 
-.PHONY: help setup test lint format demo bench-model-setup rtc-golden bench-model bench-driver bench-camera bench-sim bench-eval bench-pipeline bench-closed-loop clean
+.PHONY: help setup test lint format demo bench-model-setup rtc-golden bench-model bench-driver bench-camera bench-sim bench-eval bench-pipeline bench-closed-loop collect train clean
 
 help:  ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -49,6 +49,15 @@ bench-pipeline: setup  ## sync vs async execution with injected inference latenc
 
 bench-closed-loop: setup  ## closed-loop success on held-out sim placements: expert, policy sync/async x latency
 	@$(RUN) HF_HUB_OFFLINE=1 python benchmarks/bench_closed_loop.py $(ARGS)
+
+collect: setup  ## record scripted-expert episodes of the sim pick-up task, export a LeRobot dataset (EPISODES=60 SEED=0)
+	@$(RUN) HF_HUB_OFFLINE=1 python scripts/record_expert.py --episodes $(or $(EPISODES),60) --seed $(or $(SEED),0) \
+	  --size 128 --output-dir recordings/closed-loop/bags && \
+	  smolvla-export-dataset recordings/closed-loop/bags/episode_* --out recordings/closed-loop/dataset \
+	  --units degrees --joint-units deg,deg,deg,deg,deg,deg --only-successful
+
+train: setup bench-model-setup  ## train a small SmolVLA from scratch on that dataset with lerobot-train (ARGS="--steps N ...")
+	@$(RUN) python scripts/train_policy.py $(ARGS)
 
 clean:  ## remove the colcon build products build*/ install*/ log*/ (keeps the venvs and reports/)
 	rm -rf build install log build-kilted install-kilted log-kilted

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Separate virtual environment .venv-lerobot with LeRobot 0.4.4's SmolVLA inference path and its dataset code,
-# used by the model benchmark (benchmarks/bench_model.py) as the reference implementation and by the dataset
-# export test (src/smolvla_policy/test/test_dataset_export.py, which skips without it):
+# used by the model benchmark (benchmarks/bench_model.py) as the reference implementation, by the dataset
+# export test (src/smolvla_policy/test/test_dataset_export.py, which skips without it) and by `make train`
+# (LeRobot's own lerobot-train, which also imports termcolor):
 #   - the versions the golden fixture was made with: torch 2.13.0 (CPU wheel), transformers 4.57.6,
 #     tokenizers 0.22.2, huggingface-hub 0.35.3; pandas 3.1.1 / pyarrow 26.0.1 (what LeRobot's parquet
 #     metadata files are written with);
@@ -31,7 +32,7 @@ PINNED=(
   torch==2.13.0 transformers==4.57.6 tokenizers==0.22.2 huggingface-hub==0.35.3 safetensors==0.8.0
   numpy==2.4.6 pillow==13.0.0 num2words==0.5.14 accelerate==1.15.0 draccus==0.10.0
   datasets==4.8.5 diffusers==0.35.2 imageio==2.38.1 deepdiff==8.6.2 av==15.1.0 einops==0.8.2
-  gymnasium==1.4.0 pyserial==3.5 pandas==3.1.1 pyarrow==26.0.1
+  gymnasium==1.4.0 pyserial==3.5 pandas==3.1.1 pyarrow==26.0.1 termcolor==3.3.0
 )
 NO_DEPS=(lerobot==0.4.4 torchvision==0.25.0)
 stamp="$(printf '%s\n' "${PINNED[@]}" "${NO_DEPS[@]}" | sha256sum | cut -d' ' -f1)"

@@ -36,6 +36,8 @@ def test_the_expert_succeeds_on_held_out_placements_and_is_timed():
     for episode in result.episodes:
         # success needs the cube held up for 1 s: not before the lift, and before the plan ends
         assert 3.0 < episode.time_to_success_s < EXPERT_PLAN_S, episode
+        # progress measures: the gripper frame reached the cube, which rose by the task's 3 cm at least
+        assert episode.closest_approach_m < 0.05 and episode.highest_lift_m >= 0.03, episode
     summary = result.summary()
     assert (summary["successes"], summary["episodes"], summary["success_rate"]) == (2, 2, 1.0)
     assert "| expert | - | - | 2/2 (100%) |" in table([result])
@@ -57,6 +59,7 @@ def test_an_untrained_policy_fails_through_the_graph(tiny_checkpoint_factory):
     (episode,) = result.episodes
     assert episode.success is False and episode.time_to_success_s is None
     assert episode.chunks_received > 0  # the policy did drive the arm: it failed, it was not absent
+    assert episode.highest_lift_m < 0.03 and episode.closest_approach_m > 0.0
     summary = result.summary()
     assert (summary["successes"], summary["episodes"]) == (0, 1)
     assert "0/1 (0%)" in table([result])

@@ -249,6 +249,24 @@ def test_export_errors_are_clear(recordings, calibration_file, tmp_path, capsys)
         export_dataset(recordings[:1], tmp_path / "d", ExportSettings(fps=29.97))
 
 
+def test_joint_units_export_an_arm_without_calibration_like_the_policy_node_reads_it(
+    recordings, tmp_path, capsys
+):
+    """The simulated arm has no calibration: --joint-units deg x6 (sim.yaml's joint_units) exports it."""
+    out = tmp_path / "sim"
+    degrees = ["--units", "degrees", "--joint-units", "deg,deg,deg,deg,deg,deg", "--vcodec", "libx264rgb"]
+    assert main([str(recordings[1]), "--out", str(out), *degrees]) == 0
+    assert "units deg,deg,deg,deg,deg,deg" in capsys.readouterr().err
+    data = read_dataset(out)["data"]
+    frame_times = np.arange(30) / FPS
+    expected = np.degrees(synthetic_bags.synthetic_command(frame_times))  # the gripper in degrees too
+    assert np.allclose(data["action"], expected, atol=1e-3)
+    assert main([str(recordings[1]), "--out", str(tmp_path / "x"), "--joint-units", "deg,deg"]) == 2
+    assert "got 2 joint units for 6 joints" in capsys.readouterr().err
+    assert main([str(recordings[1]), "--out", str(tmp_path / "y")]) == 2  # degrees, no calibration
+    assert "--joint-units" in capsys.readouterr().err
+
+
 # Fields allowed to differ between the export and LeRobot's own dataset of the same frames, and why.
 LEROBOT_EXCEPTIONS = {
     # Written by pandas in LeRobot's environment: that environment's pyarrow and pandas versions.

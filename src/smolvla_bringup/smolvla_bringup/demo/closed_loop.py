@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import sys
@@ -30,6 +31,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 from rclpy.node import Node
 from std_msgs.msg import Bool, String
 from std_srvs.srv import Trigger
@@ -39,7 +41,7 @@ import so100_driver.sim  # noqa: F401  (selects the headless GL backend before m
 from smolvla_bringup.demo.record_expert import one_point_command
 from smolvla_common.qos import LATCHED, RELIABLE
 from smolvla_msgs.msg import ExecutorStatus, PolicyStatus
-from so100_driver.sim.expert import HOME, GraspIK, plan_pick
+from so100_driver.sim.expert import HOME, TOOL_SITE, GraspIK, plan_pick
 from so100_driver.sim.task import HELD_OUT_SEEDS_FROM
 from so100_driver.sim_node import SimArmNode
 
@@ -71,6 +73,8 @@ class EpisodeResult:
     time_to_success_s: float | None  # from the instruction (wall clock); None without success
     chunks_received: int | None = None  # executor counter over the episode (policy rows)
     idle_ticks: int | None = None  # executor ticks with nothing planned (after its first chunk ever)
+    closest_approach_m: float | None = None  # nearest the gripper frame came to the cube's centre
+    highest_lift_m: float | None = None  # highest the cube rose above its resting height
 
 
 @dataclass
@@ -89,6 +93,10 @@ class RowResult:
             values = [getattr(e, name) for e in self.episodes]
             return None if not values or any(v is None for v in values) else sum(values)
 
+        def median_of(name: str) -> float | None:
+            values = [getattr(e, name) for e in self.episodes if getattr(e, name) is not None]
+            return statistics.median(values) if values else None
+
         return {
             "driver": self.spec.driver,
             "mode": self.spec.mode,
@@ -100,6 +108,8 @@ class RowResult:
             "max_time_to_success_s": max(times) if times else None,
             "chunks_received": counter_sum("chunks_received"),
             "idle_ticks": counter_sum("idle_ticks"),
+            "median_closest_approach_m": median_of("closest_approach_m"),
+            "median_highest_lift_m": median_of("highest_lift_m"),
             "error": self.error,
         }
 
@@ -280,9 +290,12 @@ def run_episode(
     if policy:
         scorer.call("executor/start")
     next_tick = start
+    closest = math.inf
     while (elapsed := time.monotonic() - start) < timeout_s and scorer.succeeded_at() is None:
         if plan is not None and elapsed < plan.duration:
             scorer.command(plan.target(elapsed))
+        gap = sim.arm.site_position(TOOL_SITE) - sim.arm.cube_position()
+        closest = min(closest, float(np.linalg.norm(gap)))
         next_tick += 1.0 / COMMAND_RATE_HZ
         time.sleep(max(0.0, next_tick - time.monotonic()))
     done_at = scorer.succeeded_at()
@@ -297,6 +310,8 @@ def run_episode(
         time_to_success_s=None if done_at is None else round(done_at - start, 3),
         chunks_received=chunks,
         idle_ticks=idle,
+        closest_approach_m=round(closest, 4) if math.isfinite(closest) else None,
+        highest_lift_m=round(max(sim.task.monitor.highest, 0.0), 4),
     )
 
 
@@ -342,12 +357,16 @@ def _count(value: int | None) -> str:
     return "-" if value is None else str(value)
 
 
+def centimetres(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}"
+
+
 def table(results: Sequence[RowResult]) -> str:
     """The markdown table of the rows (one line each)."""
     lines = [
         "| driver | mode | added latency | success | median / max time to success (s) | chunks received "
-        "| idle ticks |",
-        "|---|---|---|---|---|---|---|",
+        "| idle ticks | median closest approach / lift (cm) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for row in results:
         s = row.summary()
@@ -358,7 +377,8 @@ def table(results: Sequence[RowResult]) -> str:
         times = f"{_seconds(s['median_time_to_success_s'])} / {_seconds(s['max_time_to_success_s'])}"
         lines.append(
             f"| {s['driver']} | {s['mode']} | {latency} | {success} | {times} "
-            f"| {_count(s['chunks_received'])} | {_count(s['idle_ticks'])} |"
+            f"| {_count(s['chunks_received'])} | {_count(s['idle_ticks'])} "
+            f"| {centimetres(s['median_closest_approach_m'])} / {centimetres(s['median_highest_lift_m'])} |"
         )
     return "\n".join(lines)
 

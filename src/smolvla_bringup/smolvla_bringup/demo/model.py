@@ -143,7 +143,7 @@ def demo_parameters(model: ModelChoice, args) -> dict:
     cameras = camera_entries(list(info.image_shapes))
     _, height, width = next(iter(info.image_shapes.values()))
     device = args.device or default_device()
-    dtype = args.dtype or ("bfloat16" if model.real_size else "float32")
+    dtype = args.dtype or ("bfloat16" if model.real_size and fast_bfloat16(device) else "float32")
     policy = {
         "checkpoint": model.checkpoint,
         "cameras": cameras,
@@ -168,6 +168,15 @@ def demo_parameters(model: ModelChoice, args) -> dict:
     if executor:
         params["/**/executor"] = {"ros__parameters": executor}
     return params
+
+
+def fast_bfloat16(device: str) -> bool:
+    """bfloat16 pays off on a GPU and on CPUs with oneDNN's bf16 kernels; elsewhere float32 is faster."""
+    if device.startswith("cuda"):
+        return True
+    from smolvla_policy.model.network import onednn_bf16_supported
+
+    return onednn_bf16_supported()
 
 
 def default_device() -> str:

@@ -42,7 +42,12 @@ def parse_args(argv):
     parser.add_argument("--duration", type=float, default=60.0, help="seconds of pipeline after loading")
     parser.add_argument("--instruction", default="pick up the red cube", help="what to ask the robot")
     parser.add_argument("--device", default="", help="torch device (default: cuda if available, else cpu)")
-    parser.add_argument("--dtype", default="", help="float32 | bfloat16 (default: bfloat16 for real size)")
+    parser.add_argument(
+        "--dtype",
+        default="",
+        help="float32 | bfloat16 (default: bfloat16 for real size on a GPU or on a CPU with oneDNN bf16 "
+        "kernels, else float32)",
+    )
     parser.add_argument("--load-timeout", type=float, default=300.0, help="seconds to wait for the model")
     parser.add_argument(
         "--first-chunk-timeout", type=float, default=180.0, help="seconds to wait for the first chunk"

@@ -31,6 +31,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="joint units of the dataset (LeRobot degree mode, range mode, or ROS radians)",
     )
     parser.add_argument(
+        "--joint-units",
+        default="",
+        help="per-joint override of --units, comma-separated rad|deg|range_m100_100|range_0_100 in joint "
+        "order (the policy node's joint_units; the simulated arm uses deg,deg,deg,deg,deg,deg)",
+    )
+    parser.add_argument(
         "--calibration", default="", help="LeRobot calibration JSON of the arm (range units, gripper)"
     )
     parser.add_argument(
@@ -67,6 +73,7 @@ def settings_from_args(args: argparse.Namespace) -> ExportSettings:
         camera_topics=parse_cameras(args.cameras) if args.cameras else None,
         fps=args.fps,
         units=args.units,
+        joint_units=[u.strip() for u in args.joint_units.split(",") if u.strip()],
         calibration_file=args.calibration or None,
         joint_state_topic=args.joint_states_topic,
         action_topic=args.action_topic,
@@ -98,6 +105,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"wrote {out}: {info['total_episodes']} episodes, {info['total_frames']} frames "
         f"at {info['fps']} fps, "
         f"{info['total_tasks']} tasks, {len(cameras)} cameras ({', '.join(cameras) or 'none'}), "
-        f"units {args.units}"
+        f"units {args.joint_units or args.units}"
     )
     return 0

@@ -44,11 +44,14 @@ def make_converter(settings: ExportSettings) -> Any:
         from smolvla_common.calibration import load_calibration
 
         calibration = load_calibration(settings.calibration_file)
-    units = joint_units_for_mode(settings.units, list(settings.joint_names), settings.gripper_joint)
+    units = list(settings.joint_units) or joint_units_for_mode(
+        settings.units, list(settings.joint_names), settings.gripper_joint
+    )
     try:
         return UnitConverter(list(settings.joint_names), units, calibration)
     except ValueError as exc:
-        raise ValueError(f"units {settings.units!r}: {exc} (pass --calibration FILE)") from exc
+        hint = "pass --calibration FILE, or --joint-units for an arm without one (the simulated arm: deg x6)"
+        raise ValueError(f"units {units}: {exc} ({hint})") from exc
 
 
 def joint_positions(msg: Any, msgtype: str, names: Sequence[str], where: str) -> np.ndarray:

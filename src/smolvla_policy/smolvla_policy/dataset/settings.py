@@ -16,6 +16,7 @@ class ExportSettings:
     camera_topics: dict[str, str] | None = None
     fps: float = 30.0  # a whole number: LeRobot stores an int
     units: str = "degrees"
+    joint_units: Sequence[str] = ()  # per-joint override of units (the policy node's joint_units); () = units
     calibration_file: str | None = None
     joint_names: Sequence[str] = SO101_JOINTS
     gripper_joint: str = "gripper"

@@ -62,6 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
         "cameras on /cameras/<name>/image_raw",
     )
     add("--units", default="degrees", help="checkpoint joint units: degrees | range | radians")
+    add(
+        "--joint-units",
+        default="",
+        help="per-joint override of --units, comma-separated rad|deg|range_m100_100|range_0_100 "
+        "(the policy node's joint_units; the simulated arm: deg,deg,deg,deg,deg,deg)",
+    )
     add("--calibration", default="", help="LeRobot calibration JSON (needed for range units)")
     add("--units-check", default="strict", choices=("strict", "warn", "off"))
     add("--task", default="", help="instruction used while the bag has none")
@@ -104,6 +110,7 @@ def make_policy(
         args.checkpoint,
         list(cameras),
         units=args.units,
+        joint_units=[u.strip() for u in args.joint_units.split(",") if u.strip()],
         calibration_file=args.calibration or None,
         task=args.task,
         device=args.device,

@@ -37,12 +37,13 @@ def _can_pack(dtype: torch.dtype, device: torch.device) -> bool:
         and dtype in (torch.float32, torch.bfloat16)
         and torch.backends.mkldnn.is_available()
         and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
-        and (dtype != torch.bfloat16 or _onednn_bf16_supported())
+        and (dtype != torch.bfloat16 or onednn_bf16_supported())
     )
 
 
-def _onednn_bf16_supported() -> bool:
-    """oneDNN's bf16 kernels need AVX-512 (bw, vl, dq) or AVX-NE-CONVERT; without them, plain torch."""
+def onednn_bf16_supported() -> bool:
+    """Whether this CPU has oneDNN's bf16 kernels (AVX-512 bw/vl/dq or AVX-NE-CONVERT); without them bf16
+    runs as plain torch ops, many times slower than float32."""
     check = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
     return bool(check()) if check is not None else False
 

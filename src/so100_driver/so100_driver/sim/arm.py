@@ -141,6 +141,11 @@ class SimArm:
         with self._lock:
             return self.data.body(CUBE_BODY).xpos.copy()
 
+    def site_position(self, name: str) -> np.ndarray:
+        """World position (m) of a site of the model, e.g. the gripper's ``gripperframe``."""
+        with self._lock:
+            return self.data.site(name).xpos.copy()
+
     def place_cube(self, x: float, y: float, yaw: float = 0.0) -> None:
         """Put the cube at rest on the table at ``(x, y)`` (m, base frame), turned by ``yaw`` (rad)."""
         if not all(np.isfinite([x, y, yaw])):
