@@ -66,8 +66,9 @@ def lerobot_train_arguments(args: argparse.Namespace) -> list[str]:
 
 
 def package_checkpoints(run: Path) -> list[Path]:
-    """Copy the VLM folder into every saved ``pretrained_model`` of ``run``; return those folders."""
-    models = sorted(run.glob("train/checkpoints/*/pretrained_model"))
+    """Copy the VLM folder into every saved ``pretrained_model`` of ``run``; return those folders (by step;
+    LeRobot's ``last`` link to the newest is left out)."""
+    models = sorted(run.glob("train/checkpoints/[0-9]*/pretrained_model"))
     for model in models:
         if not (model / VLM_FOLDER).is_dir():
             shutil.copytree(run / VLM_FOLDER, model / VLM_FOLDER)
@@ -119,9 +120,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         flush=True,
     )
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    code = subprocess.call(command, cwd=run, env=env)
-    for model in package_checkpoints(run):
-        print(f"train: checkpoint {model}")
+    try:
+        code = subprocess.call(command, cwd=run, env=env)
+    finally:  # also after Ctrl-C: every checkpoint saved so far becomes loadable on its own
+        for model in package_checkpoints(run):
+            print(f"train: checkpoint {model}")
     return code
 
 

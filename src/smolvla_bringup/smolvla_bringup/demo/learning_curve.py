@@ -27,9 +27,8 @@ SIM_JOINT_UNITS = "deg,deg,deg,deg,deg,deg"  # sim.yaml's joint_units for the po
 
 
 def checkpoint_steps(run: Path) -> dict[int, Path]:
-    """Saved checkpoints of the run by training step (the ``last`` link left out)."""
-    models = package_checkpoints(run)
-    return {int(m.parent.name): m for m in models if m.parent.name.isdigit()}
+    """Saved checkpoints of the run by training step, each made self-contained."""
+    return {int(m.parent.name): m for m in package_checkpoints(run)}
 
 
 def offline_mae(checkpoint: Path, bags: Sequence[str], stride: int) -> float | None:
