@@ -11,6 +11,7 @@ from smolvla_common.bags import BagError
 from smolvla_policy.dataset.layout import export_dataset
 from smolvla_policy.dataset.settings import ExportSettings
 from smolvla_policy.dataset.video import VIDEO_CODECS
+from smolvla_policy.runtime.units import parse_joint_units
 
 PROG = "smolvla-export-dataset"
 
@@ -73,7 +74,7 @@ def settings_from_args(args: argparse.Namespace) -> ExportSettings:
         camera_topics=parse_cameras(args.cameras) if args.cameras else None,
         fps=args.fps,
         units=args.units,
-        joint_units=[u.strip() for u in args.joint_units.split(",") if u.strip()],
+        joint_units=parse_joint_units(args.joint_units),
         calibration_file=args.calibration or None,
         joint_state_topic=args.joint_states_topic,
         action_topic=args.action_topic,

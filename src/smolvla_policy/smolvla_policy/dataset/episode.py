@@ -37,18 +37,17 @@ class Episode:
 
 def make_converter(settings: ExportSettings) -> Any:
     """The policy runtime's ``UnitConverter`` from ROS radians to the dataset's units."""
-    from smolvla_policy.runtime import UnitConverter, joint_units_for_mode
+    from smolvla_policy.runtime import UnitConverter, resolve_joint_units
 
     calibration = None
     if settings.calibration_file:
         from smolvla_common.calibration import load_calibration
 
         calibration = load_calibration(settings.calibration_file)
-    units = list(settings.joint_units) or joint_units_for_mode(
-        settings.units, list(settings.joint_names), settings.gripper_joint
-    )
+    names = list(settings.joint_names)
+    units = resolve_joint_units(settings.units, names, settings.gripper_joint, settings.joint_units)
     try:
-        return UnitConverter(list(settings.joint_names), units, calibration)
+        return UnitConverter(names, units, calibration)
     except ValueError as exc:
         hint = "pass --calibration FILE, or --joint-units for an arm without one (the simulated arm: deg x6)"
         raise ValueError(f"units {units}: {exc} ({hint})") from exc

@@ -21,6 +21,7 @@ from smolvla_policy.evaluation.evaluate import (
 from smolvla_policy.evaluation.policies import GroundTruthPolicy, load_runtime_policy
 from smolvla_policy.evaluation.report import _fmt, report_files, write_report
 from smolvla_policy.model.checkpoint import CheckpointError
+from smolvla_policy.runtime.units import parse_joint_units
 
 
 def parse_cameras(specs: Sequence[str]) -> dict[str, str]:
@@ -110,7 +111,7 @@ def make_policy(
         args.checkpoint,
         list(cameras),
         units=args.units,
-        joint_units=[u.strip() for u in args.joint_units.split(",") if u.strip()],
+        joint_units=parse_joint_units(args.joint_units),
         calibration_file=args.calibration or None,
         task=args.task,
         device=args.device,

@@ -12,7 +12,13 @@ from smolvla_policy.runtime.core import (
     image_key,
     resolve_device,
 )
-from smolvla_policy.runtime.units import UnitConverter, UnitsError, joint_units_for_mode
+from smolvla_policy.runtime.units import (
+    UnitConverter,
+    UnitsError,
+    joint_units_for_mode,
+    parse_joint_units,
+    resolve_joint_units,
+)
 
 __all__ = [
     "CheckpointInfo",
@@ -27,5 +33,7 @@ __all__ = [
     "UnitsError",
     "image_key",
     "joint_units_for_mode",
+    "parse_joint_units",
     "resolve_device",
+    "resolve_joint_units",
 ]

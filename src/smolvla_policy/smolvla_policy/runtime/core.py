@@ -30,7 +30,7 @@ from smolvla_policy.runtime.units import (
     UnitsError,
     UnitsFinding,
     check_unit_plausibility,
-    joint_units_for_mode,
+    resolve_joint_units,
 )
 
 LOG = logging.getLogger(__name__)
@@ -251,10 +251,8 @@ class PolicyRuntime:
     def _make_converter(self) -> UnitConverter:
         config = self.config
         try:
-            if config.joint_units:
-                units = [str(u).strip().lower() for u in config.joint_units]
-            else:
-                units = joint_units_for_mode(config.units, self.joint_names, config.gripper_joint)
+            names = self.joint_names
+            units = resolve_joint_units(config.units, names, config.gripper_joint, config.joint_units)
             return UnitConverter(self.joint_names, units, config.calibration)
         except UnitsError as exc:
             raise ConfigurationError(f"units {config.units!r}: {exc}") from exc

@@ -57,6 +57,23 @@ def joint_units_for_mode(mode: str, joint_names: Sequence[str], gripper_joint: s
     return [RANGE_0_100 if name == gripper_joint else body for name in joint_names]
 
 
+def resolve_joint_units(
+    mode: str,
+    joint_names: Sequence[str],
+    gripper_joint: str = "gripper",
+    overrides: Sequence[str] | None = None,
+) -> list[str]:
+    """Per-joint units: ``overrides`` (the ``joint_units`` parameter) when given, else those of ``mode``."""
+    if overrides:
+        return [str(u).strip().lower() for u in overrides]
+    return joint_units_for_mode(mode, joint_names, gripper_joint)
+
+
+def parse_joint_units(text: str) -> list[str]:
+    """A command line's ``--joint-units deg,deg,...``: the comma-separated entries, blanks dropped."""
+    return [u.strip() for u in text.split(",") if u.strip()]
+
+
 class UnitConverter:
     """Converts joint vectors between ROS radians and checkpoint units, joint by joint.
 
