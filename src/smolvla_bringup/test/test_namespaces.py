@@ -1,9 +1,10 @@
 """Two complete simulated arm graphs side by side in one ROS domain, under the namespaces /left and /right.
 
-Each graph is the real `sim` graph of the runner (MuJoCo arm with cameras, policy, executor, chunk
-visualizer) with a tiny random checkpoint and small camera images so that both fit on two CPU cores. One
-instruction per namespace drives each arm on its own: the left arm moves on its instruction while the
-right one holds, then the right one follows its own, and nothing leaks into the root namespace.
+Each graph is started the way the README tells a user with two arms: its own `smolvla-run sim --namespace
+NS` process (MuJoCo arm with cameras, policy, executor, chunk visualizer), here with a tiny random checkpoint
+and small camera images so that both fit on two CPU cores. One instruction per namespace drives each arm on
+its own: the left arm moves on its instruction while the right one holds, then the right one follows its
+own, nothing leaks into the root namespace, and both stop cleanly on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -14,18 +15,19 @@ import time
 import numpy as np
 import pytest
 import rclpy
+import yaml
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from runner_process import RunnerProcess
 from sensor_msgs.msg import JointState
 from std_msgs.msg import String
 
-from smolvla_bringup import graph
-from smolvla_bringup.runner import Runner
 from smolvla_msgs.msg import ActionChunk, PolicyStatus
 
 NAMESPACES = ("left", "right")
 TASKS = {"left": "pick up the red cube", "right": "push the cube to the left"}
+NODES = ("arm", "policy", "executor", "chunk_visualizer")
 
 
 class Watcher(Node):
@@ -90,14 +92,14 @@ class Watcher(Node):
 
 
 @pytest.fixture
-def two_arms(tiny_checkpoint_factory):
+def two_arms(tiny_checkpoint_factory, tmp_path):
     checkpoint = tiny_checkpoint_factory(chunk_size=50, n_action_steps=50)  # 48x64 images: cheap renders
-    files, specs = graph.graph("sim")
     overrides = {
-        "arm": {"camera_width": 64, "camera_height": 48, "camera_fps": 10.0},
-        "policy": {"checkpoint": str(checkpoint), "warmup": False},
+        "/**/arm": {"ros__parameters": {"camera_width": 64, "camera_height": 48, "camera_fps": 10.0}},
+        "/**/policy": {"ros__parameters": {"warmup": False}},
     }
-    runners = [Runner(specs, files, overrides, namespace=ns) for ns in NAMESPACES]
+    params = tmp_path / "small_cameras.yaml"
+    params.write_text(yaml.safe_dump(overrides))
     context = rclpy.Context()
     rclpy.init(context=context)
     watcher = Watcher(context)
@@ -111,32 +113,49 @@ def two_arms(tiny_checkpoint_factory):
 
     spinner = threading.Thread(target=spin, daemon=True)
     spinner.start()
+    graphs = {}
     try:
-        for runner in runners:
-            runner.start()
-        yield runners, watcher
+        for ns in NAMESPACES:
+            args = ["sim", "--namespace", ns, "--checkpoint", str(checkpoint), "--params", str(params)]
+            graphs[ns] = RunnerProcess(args)
+        yield graphs, watcher
     finally:
+        for graph in graphs.values():
+            graph.stop()
         stop.set()
         spinner.join(timeout=5)
-        for runner in runners:
-            if hasattr(runner, "context"):
-                runner.shutdown()
         executor.shutdown()
         watcher.destroy_node()
         rclpy.shutdown(context=context)
 
 
+def _node_names(watcher: Watcher) -> set[str]:
+    return {f"{ns.rstrip('/')}/{name}" for name, ns in watcher.get_node_names_and_namespaces()}
+
+
 def test_two_namespaced_sim_graphs_follow_their_own_instructions(two_arms):
-    runners, watcher = two_arms
-    assert {n.get_fully_qualified_name() for n in runners[0].nodes} == {
-        "/left/arm",
-        "/left/policy",
-        "/left/executor",
-        "/left/chunk_visualizer",
-    }
+    graphs, watcher = two_arms
+    try:
+        _drive_each_arm_on_its_own(watcher)
+    except AssertionError as err:
+        logs = "\n".join(graph.tail() for graph in graphs.values())
+        raise AssertionError(f"{err}\n{logs}") from None
+    for ns, graph in graphs.items():
+        rc = graph.stop()
+        assert rc == 0, f"the {ns} graph did not exit cleanly on Ctrl-C (rc {rc})\n{graph.tail()}"
+        assert "Traceback" not in graph.log, graph.tail()
+        received = f"policy: instruction received: '{TASKS[ns]}'"
+        assert any(line.startswith(received) for line in graph.lines()), graph.tail()
+
+
+def _drive_each_arm_on_its_own(watcher: Watcher) -> None:
     watcher.wait_for(
-        lambda w: all(len(w.states[ns]) > 20 for ns in NAMESPACES), 60, "both arms' joint states"
+        lambda w: all(len(w.states[ns]) > 20 for ns in NAMESPACES), 90, "both arms' joint states"
     )
+    expected = {f"/{ns}/{name}" for ns in NAMESPACES for name in NODES}
+    watcher.wait_for(lambda w: expected <= _node_names(w), 30, f"the nodes {sorted(expected)}")
+    nodes = _node_names(watcher)
+    assert not {f"/{name}" for name in NODES} & nodes, f"a graph node in the root namespace: {sorted(nodes)}"
     ready = PolicyStatus.STATE_READY
     watcher.wait_for(
         lambda w: all(w.policy_state.get(ns) == ready for ns in NAMESPACES), 180, "both policies"

@@ -12,7 +12,6 @@ to it over DDS only.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -22,6 +21,7 @@ import numpy as np
 import pytest
 import rclpy
 from rclpy.executors import SingleThreadedExecutor
+from runner_process import RunnerProcess
 from sensor_msgs.msg import JointState
 from trajectory_msgs.msg import JointTrajectory
 
@@ -95,19 +95,6 @@ def watcher():
     w.close()
 
 
-def _stop(process, reader) -> int | None:
-    """Ctrl-C the runner; its exit code, or None when it had to be killed."""
-    process.send_signal(signal.SIGINT)
-    try:
-        rc = process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-        rc = None
-    reader.join(timeout=5)
-    return rc
-
-
 def _instruct_and_watch(watcher) -> None:
     watcher.wait_for(lambda w: len(w.states) > 20, 90, "/joint_states from the simulated arm")
     watcher.wait_for(lambda w: w.status is not None, 30, "/smolvla/executor_status")
@@ -132,21 +119,13 @@ def _instruct_and_watch(watcher) -> None:
 
 
 def test_sim_bringup_runs_an_instruction_and_stops_on_ctrl_c(demo_checkpoint, watcher):
-    cmd = [sys.executable, "-m", "smolvla_bringup.runner", "sim", "--checkpoint", str(demo_checkpoint)]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    process = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    output: list[str] = []
-    reader = threading.Thread(target=lambda: output.extend(process.stdout), daemon=True)
-    reader.start()
-    try:
-        _instruct_and_watch(watcher)
-    except BaseException as err:  # never leave the runner process behind
-        _stop(process, reader)
-        if isinstance(err, AssertionError):
-            raise AssertionError(f"{err}\n--- smolvla-run output ---\n{''.join(output)[-4000:]}") from None
-        raise
-    rc = _stop(process, reader)
-    log = "".join(output)
+    with RunnerProcess(["sim", "--checkpoint", str(demo_checkpoint)]) as run:
+        try:
+            _instruct_and_watch(watcher)
+        except AssertionError as err:
+            raise AssertionError(f"{err}\n{run.tail()}") from None
+        rc = run.stop()
+    log = run.log
     assert rc == 0, f"smolvla-run did not exit cleanly on SIGINT (rc {rc}):\n{log[-3000:]}"
     assert "SIGINT received, shutting down" in log
     assert "Traceback" not in log, log[-3000:]
@@ -217,24 +196,17 @@ def _emulated_robot(tmp_path, mismatch: bool):
 def test_robot_graph_reports_the_arm_and_its_torque_off_at_shutdown(tmp_path, mismatch):
     calibration, emulator = _emulated_robot(tmp_path, mismatch)
     with emulator as emu:
-        cmd = [
-            sys.executable, "-m", "smolvla_bringup.runner", "robot", "--port", emu.port,
-            "--calibration-file", str(calibration),
+        args = [
+            "robot", "--port", emu.port, "--calibration-file", str(calibration),
             "--top-camera", str(tmp_path / "no_top"), "--wrist-camera", str(tmp_path / "no_wrist"),
         ]  # fmt: skip
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        process = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        output: list[str] = []
-        reader = threading.Thread(target=lambda: output.extend(process.stdout), daemon=True)
-        reader.start()
-        expected = "arm: torque off (calibration mismatch" if mismatch else "arm: enabled since "
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline and not any(line.startswith(expected) for line in output):
-            time.sleep(0.1)
-        time.sleep(3.0)  # the executor runs meanwhile: with a mismatch it must not command the idle arm
-        torque_before = [emu.servo(i).torque_enabled for i in range(1, 7)]
-        rc = _stop(process, reader)
-        log = "".join(output)
+        with RunnerProcess(args) as run:
+            expected = "arm: torque off (calibration mismatch" if mismatch else "arm: enabled since "
+            run.wait_for_line(expected, 90)
+            time.sleep(3.0)  # the executor runs meanwhile: with a mismatch it must not command the idle arm
+            torque_before = [emu.servo(i).torque_enabled for i in range(1, 7)]
+            rc = run.stop()
+        log = run.log
     assert any(line.startswith(expected) for line in log.splitlines()), log[-3000:]
     assert rc == 0, log[-3000:]
     assert torque_before == [not mismatch] * 6  # held (calibrated), or never enabled (mismatch)

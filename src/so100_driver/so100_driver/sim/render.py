@@ -18,6 +18,10 @@ import numpy as np
 from so100_driver.sim.gl_backend import gl_context_class, gl_help, select_gl_backend
 from so100_driver.sim.scene import SimCamera
 
+# MuJoCo's EGL module opens its process-wide display on the first context without a lock, and several
+# camera threads (of one or more simulated arms) start at once: contexts are made and freed one at a time.
+_GL_SETUP = threading.Lock()
+
 
 class RenderError(RuntimeError):
     """The offscreen renderer could not be created; the text says how to fix the OpenGL setup."""
@@ -32,9 +36,10 @@ class FrameRenderer:
         self._data = mujoco.MjData(model)
         backend = select_gl_backend()
         try:
-            self._gl = gl_context_class(backend)(camera.width, camera.height)
-            self._gl.make_current()
-            self._context = mujoco.MjrContext(model, mujoco.mjtFontScale.mjFONTSCALE_100)
+            with _GL_SETUP:
+                self._gl = gl_context_class(backend)(camera.width, camera.height)
+                self._gl.make_current()
+                self._context = mujoco.MjrContext(model, mujoco.mjtFontScale.mjFONTSCALE_100)
         except Exception as error:  # ImportError, FatalError, EGL/OSMesa errors: all mean "no GL here"
             raise RenderError(f"camera '{camera.name}': {gl_help(backend)} ({error})") from error
         mujoco.mjr_setBuffer(mujoco.mjtFramebuffer.mjFB_OFFSCREEN, self._context)
@@ -62,8 +67,9 @@ class FrameRenderer:
         return np.flipud(self._pixels).copy()  # OpenGL rows run bottom-up
 
     def close(self) -> None:
-        self._context.free()
-        self._gl.free()
+        with _GL_SETUP:
+            self._context.free()
+            self._gl.free()
 
 
 @dataclass
