@@ -52,7 +52,7 @@ bench-closed-loop: setup  ## closed-loop success on held-out sim placements: exp
 
 collect: setup  ## record scripted-expert episodes of the sim pick-up task, export a LeRobot dataset (EPISODES=60 SEED=0)
 	@$(RUN) HF_HUB_OFFLINE=1 python scripts/record_expert.py --episodes $(or $(EPISODES),60) --seed $(or $(SEED),0) \
-	  --size 128 --output-dir recordings/closed-loop/bags && \
+	  --size 128 --cameras front wrist --output-dir recordings/closed-loop/bags && \
 	  smolvla-export-dataset recordings/closed-loop/bags/episode_* --out recordings/closed-loop/dataset \
 	  --units degrees --joint-units deg,deg,deg,deg,deg,deg --only-successful
 
