@@ -49,7 +49,6 @@ def camera(name: str) -> NodeSpec:
 
 
 DEFAULT_CAMERAS = ("top", "wrist")
-SIM_CAMERAS = ("top", "wrist", "front", "side")  # sim camera given to the checkpoint's 1st, 2nd, ... image
 
 # graph name -> parameter files (in config/, later files override earlier ones: the shared policy and
 # executor defaults first, the graph's own file last) and nodes.
@@ -120,67 +119,6 @@ ARGUMENTS = {
         Argument("task", ((POLICY, "task"),), "default instruction until one arrives on instruction"),
     )
 }
-
-
-def camera_entries(image_keys: list[str]) -> list[str]:
-    """The policy's ``cameras`` entries for a checkpoint's image features, from the sim's cameras.
-
-    Features named like sim cameras use them (``top``, ``front``, ...); otherwise the sim cameras are given
-    in order to the checkpoint's images (smolvla_base: camera1 <- top, camera2 <- wrist, camera3 <- front).
-    """
-    names = [k.removeprefix("observation.images.") for k in image_keys]
-    if all(n in SIM_CAMERAS for n in names):
-        return names
-    if len(names) > len(SIM_CAMERAS):
-        raise ValueError(f"the checkpoint wants {len(names)} cameras; the simulation has {len(SIM_CAMERAS)}")
-    return [f"{sim}:{key}" for sim, key in zip(SIM_CAMERAS, image_keys, strict=False)]
-
-
-def checkpoint_cameras(checkpoint: str) -> tuple[tuple[str, ...], tuple[int, int]]:
-    """The policy's camera entries for the sim and the image size (height, width) of a checkpoint."""
-    from smolvla_policy.runtime import CheckpointInfo
-
-    info = CheckpointInfo.from_checkpoint(checkpoint)
-    _, height, width = next(iter(info.image_shapes.values()))
-    return tuple(camera_entries(list(info.image_shapes))), (int(height), int(width))
-
-
-def sets_cameras(param_files) -> bool:
-    """Whether one of these YAML parameter files sets the cameras of the arm or of the policy (files that
-    cannot be read are left to the nodes, which name the problem)."""
-    import yaml
-
-    for path in param_files:
-        try:
-            sections = yaml.safe_load(Path(path).read_text())
-        except (OSError, yaml.YAMLError):
-            continue
-        for node, body in (sections if isinstance(sections, dict) else {}).items():
-            params = body.get("ros__parameters") if isinstance(body, dict) else None
-            named = str(node).rstrip("/").split("/")[-1] in (SIM.name, POLICY.name, "*", "**")
-            if named and isinstance(params, dict) and "cameras" in params:
-                return True
-    return False
-
-
-def node_parameters(values: dict[str, str], nodes: tuple[NodeSpec, ...], user_files=()) -> dict[str, dict]:
-    """{node name: {parameter: value}} the arguments set (see :func:`overrides`), and for the simulation
-    with a ``checkpoint``: the cameras it was trained with, rendered at its image size, unless one of the
-    ``user_files`` sets cameras. A checkpoint that cannot be read here leaves the cameras to the YAML files
-    (the policy node then says what is wrong with it).
-    """
-    result = overrides(values, nodes)
-    checkpoint = values.get("checkpoint", "")
-    if SIM not in nodes or not checkpoint or sets_cameras(user_files):
-        return result
-    try:
-        cameras, (height, width) = checkpoint_cameras(checkpoint)
-    except Exception:
-        return result
-    sim = {"cameras": [c.split(":")[0] for c in cameras], "camera_width": width, "camera_height": height}
-    result[SIM.name] = {**sim, **result.get(SIM.name, {})}
-    result[POLICY.name] = {"cameras": list(cameras), **result.get(POLICY.name, {})}
-    return result
 
 
 def arguments_for(nodes: tuple[NodeSpec, ...]) -> list[Argument]:

@@ -19,7 +19,7 @@ def _nodes(context, graph_name: str):
     namespace = graph.check_namespace(LaunchConfiguration("namespace").perform(context))
     extra = [p for p in LaunchConfiguration("params").perform(context).split(",") if p]
     values = {a.name: LaunchConfiguration(a.name).perform(context) for a in graph.arguments_for(specs)}
-    per_node = graph.node_parameters(values, specs, extra)
+    per_node = graph.overrides(values, specs)
     return [
         Node(
             package=spec.package,

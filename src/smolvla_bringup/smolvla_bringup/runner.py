@@ -281,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     files, specs = graph.graph(args.graph)
     values = {name: getattr(args, name) for name in graph.ARGUMENTS}
     try:
-        overrides = graph.node_parameters(values, specs, args.params)
+        overrides = graph.overrides(values, specs)
         runner = Runner(specs, [*files, *args.params], overrides, args.namespace, report=report)
     except (ValueError, FileNotFoundError) as err:
         print(f"smolvla-run: {err}", file=sys.stderr)

@@ -13,8 +13,7 @@ import cv2
 import pytest
 
 from smolvla_bringup import demo
-from smolvla_bringup.demo.model import GENERATED_VERSION, hub_checkpoint
-from smolvla_bringup.graph import camera_entries
+from smolvla_bringup.demo.model import GENERATED_VERSION, camera_entries, hub_checkpoint
 from smolvla_common.joints import SO101_JOINTS
 
 

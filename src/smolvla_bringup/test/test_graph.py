@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import importlib.metadata
 import math
-import time
 
 import cv2
 import numpy as np
@@ -50,7 +49,7 @@ def _write_video(path) -> str:
 
 def _started(name: str, arguments: dict[str, str]):
     files, specs = graph.graph(name)
-    runner = Runner(specs, files, graph.node_parameters(arguments, specs))
+    runner = Runner(specs, files, graph.overrides(arguments, specs))
     runner.start()
     return runner, {node.get_name(): node for node in runner.nodes}
 
@@ -61,7 +60,7 @@ def _check_graph(name: str, nodes_by_spec: dict, arguments: dict[str, str], valu
     files, specs = graph.graph(name)
     by_name = {spec.name: nodes_by_spec[spec] for spec in specs}
     assert len(by_name) == len(specs), f"{name}: node names are not unique"
-    applied = graph.node_parameters(arguments, specs)
+    applied = graph.overrides(arguments, specs)
     for path in files:
         for node_name, params in _yaml_sections(path).items():
             if node_name not in by_name:
@@ -142,41 +141,6 @@ def test_arguments_convert_and_refuse_clearly():
     )
     assert args[:3] == ["--ros-args", "-r", "__node:=executor"]
     assert args[-4:] == ["-p", "rate_hz:=30.0", "-p", "mode:=sync"]
-
-
-def test_the_sim_renders_the_cameras_the_checkpoint_was_trained_with(tiny_checkpoint_factory, tmp_path):
-    """`smolvla-run sim --checkpoint` with a front + wrist checkpoint: the sim renders front and wrist at
-    the checkpoint's size and the policy loads (sim.yaml alone says top + wrist at 256x256: the policy
-    would refuse the cameras); a parameter file of the user that names cameras decides instead."""
-    from smolvla_msgs.msg import PolicyStatus
-
-    checkpoint = str(tiny_checkpoint_factory(cameras=("front", "wrist"), image_shape=(3, 48, 64)))
-    specs = graph.GRAPHS["sim"][1]
-    arguments = {"checkpoint": checkpoint, "camera_fps": "10"}
-    applied = graph.node_parameters(arguments, specs)
-    assert applied["arm"] == {"cameras": ["front", "wrist"], "camera_width": 64, "camera_height": 48,
-                              "camera_fps": 10.0}  # fmt: skip
-    assert applied["policy"] == {"cameras": ["front", "wrist"], "checkpoint": checkpoint}
-
-    mine = tmp_path / "mine.yaml"
-    mine.write_text("/**/arm:\n  ros__parameters:\n    cameras: [side, wrist]\n")
-    assert "cameras" not in graph.node_parameters(arguments, specs, [mine])["arm"]
-    assert graph.node_parameters(arguments, graph.GRAPHS["real"][1]) == graph.overrides(
-        arguments, graph.GRAPHS["real"][1]
-    )  # a real arm's cameras are the user's
-    unreadable = {"checkpoint": str(tmp_path / "missing")}
-    assert graph.node_parameters(unreadable, specs) == graph.overrides(unreadable, specs)
-
-    runner, nodes = _started("sim", arguments)
-    try:
-        deadline = time.monotonic() + 60
-        while nodes["policy"].state == PolicyStatus.STATE_LOADING and time.monotonic() < deadline:
-            time.sleep(0.1)
-        ready = (PolicyStatus.STATE_READY, PolicyStatus.STATE_INFERRING)
-        assert nodes["policy"].state in ready, nodes["policy"].message
-        assert nodes["arm"].get_parameter("cameras").value == ["front", "wrist"]
-    finally:
-        runner.shutdown()
 
 
 def test_sim_and_real_graph_parameters_are_declared(demo_checkpoint, tmp_path):

@@ -38,7 +38,6 @@ from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
 import so100_driver.sim  # noqa: F401  (selects the headless GL backend before mujoco is imported)
-from smolvla_bringup import graph
 from smolvla_bringup.demo.record_expert import one_point_command
 from smolvla_common.qos import LATCHED, RELIABLE
 from smolvla_msgs.msg import ExecutorStatus, PolicyStatus
@@ -229,7 +228,18 @@ def graph_parameters(spec: RowSpec, options: Options) -> dict:
     return params
 
 
+def checkpoint_cameras(checkpoint: str) -> tuple[tuple[str, ...], tuple[int, int]]:
+    """The policy's camera entries for the sim and the image size (height, width) of the checkpoint."""
+    from smolvla_bringup.demo.model import camera_entries
+    from smolvla_policy.runtime import CheckpointInfo
+
+    info = CheckpointInfo.from_checkpoint(checkpoint)
+    _, height, width = next(iter(info.image_shapes.values()))
+    return tuple(camera_entries(list(info.image_shapes))), (int(height), int(width))
+
+
 def _start_row(spec: RowSpec, options: Options, params_file: Path):
+    from smolvla_bringup import graph
     from smolvla_bringup.runner import Runner
 
     files, nodes = graph.graph("sim")
@@ -453,7 +463,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         checkpoint = str(make_demo_checkpoint(cache_dir() / f"demo-tiny-{GENERATED_VERSION}", tiny=True))
         print(f"closed-loop: no --checkpoint: the tiny random demo model, UNTRAINED ({checkpoint})")
-    cameras, size = graph.checkpoint_cameras(checkpoint)
+    cameras, size = checkpoint_cameras(checkpoint)
     options = Options(
         checkpoint=checkpoint,
         episodes=args.episodes,
