@@ -7,6 +7,7 @@ here imports rclpy or launch.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,6 +50,9 @@ def camera(name: str) -> NodeSpec:
 
 
 DEFAULT_CAMERAS = ("top", "wrist")
+SIM_CAMERAS = ("top", "wrist", "front", "side")  # sim camera given to a checkpoint's 1st, 2nd, ... image
+IMAGE_PREFIX = "observation.images."
+EMPTY_CAMERA_PREFIX = IMAGE_PREFIX + "empty_camera_"  # LeRobot's placeholder images: the policy fills them
 
 # graph name -> parameter files (in config/, later files override earlier ones: the shared policy and
 # executor defaults first, the graph's own file last) and nodes.
@@ -183,3 +187,60 @@ def overrides(values: dict[str, str], nodes: tuple[NodeSpec, ...] | None = None)
         for spec, param in targets:
             result.setdefault(spec.name, {})[param] = ARGUMENTS[name].convert(value)
     return result
+
+
+def camera_entries(image_keys: list[str]) -> list[str]:
+    """The policy's ``cameras`` entries for a checkpoint's image features, from the sim's cameras.
+
+    Features named like sim cameras use them (``front``, ``wrist``); otherwise the sim cameras are given in
+    order to the checkpoint's images (smolvla_base: camera1 <- top, camera2 <- wrist, camera3 <- front).
+    """
+    names = [k.removeprefix(IMAGE_PREFIX) for k in image_keys]
+    if all(n in SIM_CAMERAS for n in names):
+        return names
+    if len(names) > len(SIM_CAMERAS):
+        raise ValueError(f"the checkpoint wants {len(names)} cameras; the simulation has {len(SIM_CAMERAS)}")
+    return [f"{sim}:{key}" for sim, key in zip(SIM_CAMERAS, image_keys, strict=False)]
+
+
+def checkpoint_images(checkpoint: str) -> dict[str, tuple[int, int, int]]:
+    """The images (feature key -> (C, H, W), in config order) a local checkpoint folder's ``config.json``
+    asks for; empty for a hub repo id or a folder this cannot read (the policy node then names the problem).
+
+    Plain JSON, so that the runner and the launch files need neither the policy package nor torch.
+    """
+    if not checkpoint:
+        return {}
+    try:
+        features = json.loads((Path(checkpoint).expanduser() / "config.json").read_text())["input_features"]
+        return {
+            key: tuple(int(size) for size in feature["shape"])
+            for key, feature in features.items()
+            if feature.get("type") == "VISUAL" and not key.startswith(EMPTY_CAMERA_PREFIX)
+        }
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}
+
+
+def checkpoint_parameters(values: dict[str, str], nodes: tuple[NodeSpec, ...]) -> dict[str, dict]:
+    """{node name: {parameter: value}} that fit the simulation to the argument ``checkpoint``: the cameras
+    it was trained with, rendered at its image size, and the policy's map onto them.
+
+    Empty unless the graph has the simulated arm and the checkpoint is a folder whose images the sim can
+    render. These are defaults under the user's own parameter files (see :func:`parameter_file_text`).
+    """
+    images = checkpoint_images(values.get("checkpoint", "")) if SIM in nodes else {}
+    if not images or len(images) > len(SIM_CAMERAS):
+        return {}
+    entries = camera_entries(list(images))
+    _, height, width = next(iter(images.values()))
+    policy: dict = {"cameras": entries}
+    if len(set(images.values())) > 1:
+        policy["image_resize"] = "resize"  # the sim renders every camera at one size
+    sim = {"cameras": [e.split(":")[0] for e in entries], "camera_width": width, "camera_height": height}
+    return {SIM.name: sim, POLICY.name: policy}
+
+
+def parameter_file_text(per_node: dict[str, dict]) -> str:
+    """A ROS parameter file setting these parameters of the named nodes in any namespace (JSON is YAML)."""
+    return json.dumps({f"/**/{name}": {"ros__parameters": p} for name, p in per_node.items()}, indent=2)

@@ -20,6 +20,7 @@ def _nodes(context, graph_name: str):
     extra = [p for p in LaunchConfiguration("params").perform(context).split(",") if p]
     values = {a.name: LaunchConfiguration(a.name).perform(context) for a in graph.arguments_for(specs)}
     per_node = graph.overrides(values, specs)
+    fitted = graph.checkpoint_parameters(values, specs)  # under the user's files: theirs win
     return [
         Node(
             package=spec.package,
@@ -28,7 +29,7 @@ def _nodes(context, graph_name: str):
             namespace=namespace,
             output="screen",
             emulate_tty=True,
-            parameters=[*map(str, files), *extra, per_node.get(spec.name, {})],
+            parameters=[*map(str, files), fitted.get(spec.name, {}), *extra, per_node.get(spec.name, {})],
         )
         for spec in specs
     ]

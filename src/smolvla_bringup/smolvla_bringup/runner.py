@@ -23,6 +23,7 @@ import argparse
 import os
 import signal
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -276,13 +277,38 @@ def report(line: str) -> None:
         sys.stdout.flush()
 
 
+def fitted_parameter_file(values: dict[str, str], specs, folder: Path) -> list[Path]:
+    """The simulation fitted to the ``--checkpoint`` (its cameras, its image size) as a parameter file in
+    ``folder``, said in a progress line; none when there is nothing to fit (see
+    :func:`graph.checkpoint_parameters`)."""
+    fitted = graph.checkpoint_parameters(values, specs)
+    if not fitted:
+        return []
+    sim = fitted[graph.SIM.name]
+    report(
+        f"smolvla-run: the simulation renders the checkpoint's cameras ({', '.join(sim['cameras'])}) at "
+        f"{sim['camera_width']}x{sim['camera_height']}; a --params file that sets cameras decides instead"
+    )
+    path = folder / "fitted-to-checkpoint.yaml"
+    path.write_text(graph.parameter_file_text(fitted))
+    return [path]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="smolvla-run-") as folder:
+        return run(args, Path(folder))
+
+
+def run(args: argparse.Namespace, scratch: Path) -> int:
+    """Start the graph the command line names and spin it until it stops; ``scratch``: a folder for
+    generated parameter files."""
     files, specs = graph.graph(args.graph)
     values = {name: getattr(args, name) for name in graph.ARGUMENTS}
     try:
         overrides = graph.overrides(values, specs)
-        runner = Runner(specs, [*files, *args.params], overrides, args.namespace, report=report)
+        fitted = fitted_parameter_file(values, specs, scratch)
+        runner = Runner(specs, [*files, *fitted, *args.params], overrides, args.namespace, report=report)
     except (ValueError, FileNotFoundError) as err:
         print(f"smolvla-run: {err}", file=sys.stderr)
         return 2

@@ -10,22 +10,10 @@ from __future__ import annotations
 import json
 
 import cv2
-import pytest
 
 from smolvla_bringup import demo
-from smolvla_bringup.demo.model import GENERATED_VERSION, camera_entries, hub_checkpoint
+from smolvla_bringup.demo.model import GENERATED_VERSION, hub_checkpoint
 from smolvla_common.joints import SO101_JOINTS
-
-
-def test_camera_entries_map_sim_cameras_to_checkpoint_images():
-    assert camera_entries(["observation.images.top", "observation.images.wrist"]) == ["top", "wrist"]
-    assert camera_entries([f"observation.images.camera{i}" for i in (1, 2, 3)]) == [
-        "top:observation.images.camera1",
-        "wrist:observation.images.camera2",
-        "front:observation.images.camera3",
-    ]
-    with pytest.raises(ValueError, match="5 cameras"):
-        camera_entries([f"observation.images.c{i}" for i in range(5)])
 
 
 def test_hub_check_is_quick_and_explains_offline(monkeypatch, tmp_path):

@@ -10,6 +10,7 @@ the parameters the running node declared, and the YAML values with the values th
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import math
 
 import cv2
@@ -141,6 +142,59 @@ def test_arguments_convert_and_refuse_clearly():
     )
     assert args[:3] == ["--ros-args", "-r", "__node:=executor"]
     assert args[-4:] == ["-p", "rate_hz:=30.0", "-p", "mode:=sync"]
+
+
+def test_camera_entries_map_sim_cameras_to_checkpoint_images():
+    named = ["observation.images.front", "observation.images.wrist"]
+    assert graph.camera_entries(named) == ["front", "wrist"]
+    assert graph.camera_entries([f"observation.images.camera{i}" for i in (1, 2, 3)]) == [
+        "top:observation.images.camera1",
+        "wrist:observation.images.camera2",
+        "front:observation.images.camera3",
+    ]
+    with pytest.raises(ValueError, match="5 cameras"):
+        graph.camera_entries([f"observation.images.c{i}" for i in range(5)])
+
+
+def test_the_sim_is_fitted_to_the_checkpoints_cameras(tiny_checkpoint_factory, tmp_path):
+    """A front + wrist checkpoint (what `make train` records) gets those cameras rendered at its size; what
+    the sim cannot fit, or a graph without the sim, gets nothing (the YAML files and the policy decide)."""
+    checkpoint = str(tiny_checkpoint_factory(cameras=("front", "wrist"), image_shape=(3, 48, 64)))
+    sim = graph.GRAPHS["sim"][1]
+    fitted = graph.checkpoint_parameters({"checkpoint": checkpoint, "fps": "30"}, sim)
+    assert fitted == {
+        "arm": {"cameras": ["front", "wrist"], "camera_width": 64, "camera_height": 48},
+        "policy": {"cameras": ["front", "wrist"]},
+    }
+    assert yaml.safe_load(graph.parameter_file_text(fitted)) == {
+        "/**/arm": {"ros__parameters": fitted["arm"]},
+        "/**/policy": {"ros__parameters": fitted["policy"]},
+    }
+    base_like = str(tiny_checkpoint_factory(cameras=("camera1", "camera2", "camera3")))
+    assert graph.checkpoint_parameters({"checkpoint": base_like}, sim)["arm"]["cameras"] == [
+        "top", "wrist", "front"
+    ]  # fmt: skip
+    for nothing_to_fit in (
+        {"checkpoint": checkpoint, "graph": "real"},
+        {"checkpoint": "lerobot/smolvla_base"},  # a hub id: the YAML files decide
+        {"checkpoint": str(tmp_path / "missing")},
+        {"checkpoint": _config_only(tmp_path / "five", {f"c{i}": (3, 48, 64) for i in range(5)})},
+        {"checkpoint": ""},
+    ):
+        nodes = graph.GRAPHS[nothing_to_fit.pop("graph", "sim")][1]
+        assert graph.checkpoint_parameters(nothing_to_fit, nodes) == {}, nothing_to_fit
+    mixed = _config_only(tmp_path / "mixed", {"front": (3, 48, 64), "wrist": (3, 96, 128)})
+    fitted = graph.checkpoint_parameters({"checkpoint": mixed}, sim)  # one size for all sim cameras
+    assert fitted["arm"]["camera_width"] == 64 and fitted["policy"]["image_resize"] == "resize"
+
+
+def _config_only(folder, images: dict[str, tuple[int, int, int]]) -> str:
+    """A checkpoint folder with only its config.json (all the sim fitting reads)."""
+    features = {f"observation.images.{k}": {"type": "VISUAL", "shape": list(v)} for k, v in images.items()}
+    features["observation.state"] = {"type": "STATE", "shape": [6]}
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"type": "smolvla", "input_features": features}))
+    return str(folder)
 
 
 def test_sim_and_real_graph_parameters_are_declared(demo_checkpoint, tmp_path):

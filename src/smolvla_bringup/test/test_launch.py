@@ -30,7 +30,7 @@ def _load(path: Path):
 
 
 @pytest.mark.parametrize("filename", sorted(GRAPH_OF))
-def test_launch_file_describes_the_graph(filename):
+def test_launch_file_describes_the_graph(filename, tiny_checkpoint_factory):
     for package in ("launch", "launch_ros", "composition_interfaces"):
         if importlib.util.find_spec(package) is None:
             pytest.skip(
@@ -52,7 +52,8 @@ def test_launch_file_describes_the_graph(filename):
         name != "robot"
     )
 
-    candidates = {"checkpoint": "/models/ckpt", "fps": "25", "mode": "sync", "port": "/dev/ttyUSB7"}
+    checkpoint = str(tiny_checkpoint_factory(cameras=("front", "wrist")))  # the sim is fitted to these
+    candidates = {"checkpoint": checkpoint, "fps": "25", "mode": "sync", "port": "/dev/ttyUSB7"}
     values = {k: v for k, v in candidates.items() if k in applicable} | {"params": "/extra.yaml"}
     context = LaunchContext()
     for argument in description.entities:
@@ -63,15 +64,23 @@ def test_launch_file_describes_the_graph(filename):
         if isinstance(action, OpaqueFunction):
             nodes += [n for n in action.execute(context) or [] if isinstance(n, Node)]
     assert [(n.node_package, n.node_executable) for n in nodes] == [(s.package, s.executable) for s in specs]
-    expected = graph.overrides({k: v for k, v in values.items() if k != "params"}, specs)
+    arguments = {k: v for k, v in values.items() if k != "params"}
+    expected = graph.overrides(arguments, specs)
+    fitted = graph.checkpoint_parameters(arguments, specs)
+    assert bool(fitted) == (name == "sim")
     for node, spec in zip(nodes, specs, strict=True):
         assert node._Node__node_name == spec.name  # launch_ros keeps the name as given until it runs
         parameters = evaluate_parameters(context, node._Node__parameters)
         assert [str(p) for p in parameters[: len(files)]] == [str(f) for f in files]
-        assert str(parameters[len(files)]) == "/extra.yaml"
-        assert parameters[-1] == expected.get(spec.name, {}) or (
-            parameters[-1] in ({}, None) and not expected.get(spec.name)
-        )
+        # the sim fitted to the checkpoint: after the graph's files, under the user's file and arguments
+        assert _plain(parameters[len(files)]) == fitted.get(spec.name, {})
+        assert str(parameters[len(files) + 1]) == "/extra.yaml"
+        assert _plain(parameters[-1]) == expected.get(spec.name, {})
+
+
+def _plain(parameters) -> dict:
+    """An evaluated launch_ros parameter dict as plain values (launch_ros turns lists into tuples)."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in (parameters or {}).items()}
 
 
 def test_robot_description_is_the_so101_with_resolvable_meshes():

@@ -149,6 +149,50 @@ def test_sim_bringup_runs_an_instruction_and_stops_on_ctrl_c(demo_checkpoint, wa
     assert len(executor_lines) <= 10 + len(periodic), executor_lines  # not a flood
 
 
+@pytest.mark.parametrize("theirs", [False, True], ids=["fitted", "user-params-decide"])
+def test_sim_renders_the_cameras_the_checkpoint_was_trained_with(tiny_checkpoint_factory, tmp_path, theirs):
+    """`smolvla-run sim --checkpoint` with a front + wrist checkpoint (what `make train` records) at 48x64:
+    the sim renders those cameras at that size and the policy runs on them (sim.yaml alone says top +
+    wrist at 256x256, which the policy refuses). A --params file that names cameras decides instead."""
+    checkpoint = tiny_checkpoint_factory(cameras=("front", "wrist"), image_shape=(3, 48, 64))
+    args = ["sim", "--checkpoint", str(checkpoint), "--task", "pick up the red cube", "--device", "cpu"]
+    rendered = {"front", "wrist"}
+    if theirs:
+        mine = tmp_path / "mine.yaml"
+        mine.write_text(
+            "/**/arm:\n  ros__parameters:\n    cameras: [side, wrist]\n"
+            '/**/policy:\n  ros__parameters:\n    cameras: ["side:observation.images.front", wrist]\n'
+        )
+        args += ["--params", str(mine)]
+        rendered = {"side", "wrist"}
+    with RunnerProcess(args) as run:
+        chunk = run.wait_for_line("policy: first chunk published", 150)
+        topics = _camera_topics(expected=rendered, timeout=20)
+        rc = run.stop()
+    assert chunk, f"the policy published no chunk from the sim's cameras\n{run.tail()}"
+    assert rc == 0, run.tail()
+    assert "smolvla-run: the simulation renders the checkpoint's cameras (front, wrist) at 64x48" in run.log
+    assert topics == rendered, run.tail()
+
+
+def _camera_topics(expected: set[str], timeout: float) -> set[str]:
+    """The cameras whose image topics the graph advertises (waits until they are ``expected``)."""
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    node = rclpy.create_node("camera_topic_probe", context=context)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            names = [name.split("/") for name, _ in node.get_topic_names_and_types()]
+            cameras = {n[2] for n in names if len(n) == 4 and n[1] == "cameras" and n[3] == "image_raw"}
+            if cameras == expected or time.monotonic() > deadline:
+                return cameras
+            time.sleep(0.2)
+    finally:
+        node.destroy_node()
+        rclpy.shutdown(context=context)
+
+
 def _run_to_completion(cmd, timeout=240) -> tuple[int, str]:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)

@@ -230,7 +230,7 @@ def graph_parameters(spec: RowSpec, options: Options) -> dict:
 
 def checkpoint_cameras(checkpoint: str) -> tuple[tuple[str, ...], tuple[int, int]]:
     """The policy's camera entries for the sim and the image size (height, width) of the checkpoint."""
-    from smolvla_bringup.demo.model import camera_entries
+    from smolvla_bringup.graph import camera_entries
     from smolvla_policy.runtime import CheckpointInfo
 
     info = CheckpointInfo.from_checkpoint(checkpoint)

@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 
 HUB_CHECKPOINT = "lerobot/smolvla_base"
-SIM_CAMERAS = ("top", "wrist", "front", "side")  # sim camera given to the checkpoint's 1st, 2nd, ... image
 GENERATED_VERSION = "v1"  # bump when the generated demo checkpoints change
 # LeRobot degree-mode statistics (body joints in degrees, gripper 0..100) for the generated models.
 DEMO_STATS = {
@@ -121,22 +120,9 @@ def choose_model(args) -> ModelChoice:
     return ModelChoice(str(path), "random-weight SmolVLA, real size (450 M parameters)", True, True)
 
 
-def camera_entries(image_keys: list[str]) -> list[str]:
-    """The policy's ``cameras`` entries for the checkpoint's image features, from the sim's cameras.
-
-    Features named like sim cameras use them (``top``, ``wrist``); otherwise the sim cameras are given in
-    order to the checkpoint's images (smolvla_base: camera1 <- top, camera2 <- wrist, camera3 <- front).
-    """
-    names = [k.removeprefix("observation.images.") for k in image_keys]
-    if all(n in SIM_CAMERAS for n in names):
-        return names
-    if len(names) > len(SIM_CAMERAS):
-        raise ValueError(f"the checkpoint wants {len(names)} cameras; the simulation has {len(SIM_CAMERAS)}")
-    return [f"{sim}:{key}" for sim, key in zip(SIM_CAMERAS, image_keys, strict=False)]
-
-
 def demo_parameters(model: ModelChoice, args) -> dict:
     """The demo's own parameter file (applied after the sim graph's): model, camera map, sizes, device."""
+    from smolvla_bringup.graph import camera_entries
     from smolvla_policy.runtime import CheckpointInfo
 
     info = CheckpointInfo.from_checkpoint(model.checkpoint)
