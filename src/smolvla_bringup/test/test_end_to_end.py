@@ -240,6 +240,9 @@ def test_async_pipeline_moves_the_arm_without_idle_ticks_then_holds_when_the_pol
     wait_for(settled, 8.0, "the arm settling on the held command")
     time.sleep(1.0)
     assert settled(), "the arm moved while the executor was holding"
+    # An arm fault or re-enable makes the executor forget its command (by design); the emulator shares this
+    # process, so a machine stalled past silent_fault_s shows up here as a silent servo: name it.
+    assert arm.state == ArmState.ENABLED, f"the arm was interrupted while holding: {arm.fault_message}"
     assert list(p.status().last_command) == held_command
     assert p.status().state == ExecutorStatus.STATE_HOLDING
 
