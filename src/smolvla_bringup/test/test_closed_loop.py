@@ -12,11 +12,11 @@ import pytest
 from smolvla_bringup.demo.closed_loop import (
     Options,
     RowSpec,
-    checkpoint_cameras,
     parse_args,
     score_row,
     table,
 )
+from smolvla_bringup.demo.model import checkpoint_cameras
 from so100_driver.sim.expert import ExpertTiming
 from so100_driver.sim.task import HELD_OUT_SEEDS_FROM
 

@@ -38,6 +38,7 @@ from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
 import so100_driver.sim  # noqa: F401  (selects the headless GL backend before mujoco is imported)
+from smolvla_bringup.demo.model import checkpoint_cameras
 from smolvla_bringup.demo.record_expert import one_point_command
 from smolvla_common.qos import LATCHED, RELIABLE
 from smolvla_msgs.msg import ExecutorStatus, PolicyStatus
@@ -226,16 +227,6 @@ def graph_parameters(spec: RowSpec, options: Options) -> dict:
         }
         params["/**/executor"] = {"ros__parameters": {"mode": spec.mode, "start_on_launch": False}}
     return params
-
-
-def checkpoint_cameras(checkpoint: str) -> tuple[tuple[str, ...], tuple[int, int]]:
-    """The policy's camera entries for the sim and the image size (height, width) of the checkpoint."""
-    from smolvla_bringup.graph import camera_entries
-    from smolvla_policy.runtime import CheckpointInfo
-
-    info = CheckpointInfo.from_checkpoint(checkpoint)
-    _, height, width = next(iter(info.image_shapes.values()))
-    return tuple(camera_entries(list(info.image_shapes))), (int(height), int(width))
 
 
 def _start_row(spec: RowSpec, options: Options, params_file: Path):

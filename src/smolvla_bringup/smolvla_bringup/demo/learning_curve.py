@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from smolvla_bringup.demo import closed_loop
+from smolvla_bringup.demo.model import checkpoint_cameras
 from smolvla_policy.training import package_checkpoints
 
 SIM_JOINT_UNITS = "deg,deg,deg,deg,deg,deg"  # sim.yaml's joint_units for the policy node
@@ -75,7 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ]
     for step, model in steps.items():
         mae = offline_mae(model, args.bags, args.stride) if args.bags else None
-        cameras, size = closed_loop.checkpoint_cameras(str(model))
+        cameras, size = checkpoint_cameras(str(model))
         options = closed_loop.Options(
             checkpoint=str(model), episodes=args.episodes, seed=args.seed, timeout_s=args.timeout,
             cameras=cameras, image_size=size, log=lambda _: None,

@@ -120,19 +120,25 @@ def choose_model(args) -> ModelChoice:
     return ModelChoice(str(path), "random-weight SmolVLA, real size (450 M parameters)", True, True)
 
 
-def demo_parameters(model: ModelChoice, args) -> dict:
-    """The demo's own parameter file (applied after the sim graph's): model, camera map, sizes, device."""
+def checkpoint_cameras(checkpoint: str) -> tuple[tuple[str, ...], tuple[int, int]]:
+    """The policy's camera entries for the sim and the image size (height, width) of a checkpoint folder or
+    a cached hub repo (what :func:`smolvla_bringup.graph.checkpoint_parameters` cannot read)."""
     from smolvla_bringup.graph import camera_entries
     from smolvla_policy.runtime import CheckpointInfo
 
-    info = CheckpointInfo.from_checkpoint(model.checkpoint)
-    cameras = camera_entries(list(info.image_shapes))
+    info = CheckpointInfo.from_checkpoint(checkpoint)
     _, height, width = next(iter(info.image_shapes.values()))
+    return tuple(camera_entries(list(info.image_shapes))), (int(height), int(width))
+
+
+def demo_parameters(model: ModelChoice, args) -> dict:
+    """The demo's own parameter file (applied after the sim graph's): model, camera map, sizes, device."""
+    cameras, (height, width) = checkpoint_cameras(model.checkpoint)
     device = args.device or default_device()
     dtype = args.dtype or ("bfloat16" if model.real_size and fast_bfloat16(device) else "float32")
     policy = {
         "checkpoint": model.checkpoint,
-        "cameras": cameras,
+        "cameras": list(cameras),
         "device": device,
         "dtype": dtype,
         "image_resize": "resize",  # should the checkpoint's cameras differ in size
