@@ -3,6 +3,7 @@
 A MuJoCo renderer owns an OpenGL context that belongs to the thread that made it, so each
 :class:`CameraStream` creates its renderer inside its own thread. Frames are rendered from a snapshot of
 the joint state (a private ``MjData``), so rendering never blocks physics for longer than a copy.
+The GL calls of all cameras in a process take turns (see ``_GL``).
 """
 
 from __future__ import annotations
@@ -18,9 +19,11 @@ import numpy as np
 from so100_driver.sim.gl_backend import gl_context_class, gl_help, select_gl_backend
 from so100_driver.sim.scene import SimCamera
 
-# MuJoCo's EGL module opens its process-wide display on the first context without a lock, and several
-# camera threads (of one or more simulated arms) start at once: contexts are made and freed one at a time.
-_GL_SETUP = threading.Lock()
+# One lock for every GL call in the process. MuJoCo's EGL module opens its process-wide display on the
+# first context without a lock, and two camera threads rendering at the same moment crashed the process
+# inside mjr_render (a segfault in CI, Mesa llvmpipe over EGL): contexts are made, used and freed one
+# thread at a time. On CPU this costs little: llvmpipe already spreads one render over all cores.
+_GL = threading.Lock()
 
 
 class RenderError(RuntimeError):
@@ -36,7 +39,7 @@ class FrameRenderer:
         self._data = mujoco.MjData(model)
         backend = select_gl_backend()
         try:
-            with _GL_SETUP:
+            with _GL:
                 self._gl = gl_context_class(backend)(camera.width, camera.height)
                 self._gl.make_current()
                 self._context = mujoco.MjrContext(model, mujoco.mjtFontScale.mjFONTSCALE_100)
@@ -58,16 +61,17 @@ class FrameRenderer:
         self._data.qpos[:] = qpos
         mujoco.mj_kinematics(self._model, self._data)
         mujoco.mj_camlight(self._model, self._data)
-        self._gl.make_current()
         mujoco.mjv_updateScene(
             self._model, self._data, self._option, None, self._view, mujoco.mjtCatBit.mjCAT_ALL, self._scene
         )
-        mujoco.mjr_render(self._rect, self._scene, self._context)
-        mujoco.mjr_readPixels(self._pixels, None, self._rect, self._context)
+        with _GL:
+            self._gl.make_current()
+            mujoco.mjr_render(self._rect, self._scene, self._context)
+            mujoco.mjr_readPixels(self._pixels, None, self._rect, self._context)
         return np.flipud(self._pixels).copy()  # OpenGL rows run bottom-up
 
     def close(self) -> None:
-        with _GL_SETUP:
+        with _GL:
             self._context.free()
             self._gl.free()
 
