@@ -22,7 +22,8 @@ from so100_driver.sim.scene import SimCamera
 # One lock for every GL call in the process. MuJoCo's EGL module opens its process-wide display on the
 # first context without a lock, and two camera threads rendering at the same moment crashed the process
 # inside mjr_render (a segfault in CI, Mesa llvmpipe over EGL): contexts are made, used and freed one
-# thread at a time. On CPU this costs little: llvmpipe already spreads one render over all cores.
+# thread at a time. It caps the frame rate, not the CPU per frame (256x256 on a 2-core VM: 23 fps per
+# camera instead of 31 / 49); the sim's cameras default to 15 fps.
 _GL = threading.Lock()
 
 
