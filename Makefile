@@ -3,7 +3,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 RUN := source scripts/env.sh &&
 
-.PHONY: help setup test lint format demo bench-model-setup rtc-golden bench-model bench-driver bench-camera bench-sim bench-eval bench-pipeline bench-closed-loop collect train clean
+.PHONY: help setup test lint format demo bench-model-setup rtc-golden bench-model bench-driver bench-camera bench-sim bench-eval bench-pipeline bench-closed-loop bench-train-data collect train clean
 
 help:  ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -55,6 +55,9 @@ collect: setup  ## record scripted-expert episodes of the sim pick-up task, expo
 	  --size 128 --cameras front wrist --output-dir recordings/closed-loop/bags && \
 	  smolvla-export-dataset recordings/closed-loop/bags/episode_* --out recordings/closed-loop/dataset \
 	  --units degrees --joint-units deg,deg,deg,deg,deg,deg --only-successful
+
+bench-train-data: bench-model-setup  ## LeRobot's data loading per training sample, pyav vs torchcodec (DATASET=recordings/closed-loop/dataset)
+	@$${LEROBOT_VENV:-.venv-lerobot}/bin/python benchmarks/bench_train_data.py $(or $(DATASET),recordings/closed-loop/dataset) $(ARGS)
 
 train: setup bench-model-setup  ## train a small SmolVLA from scratch on that dataset with lerobot-train (ARGS="--steps N ...")
 	@$(RUN) python scripts/train_policy.py $(ARGS)

@@ -38,7 +38,8 @@ def lerobot_train_arguments(args: argparse.Namespace) -> list[str]:
     options = {
         "dataset.repo_id": "local/so101_pick_cube",
         "dataset.root": str(Path(args.dataset).resolve()),
-        "dataset.video_backend": "pyav",
+        # no dataset.video_backend: LeRobot takes torchcodec when it imports (make bench-model-setup installs
+        # it where FFmpeg's libraries are), pyav otherwise
         "policy.type": "smolvla",
         "policy.device": args.device,
         "policy.push_to_hub": "false",
@@ -84,7 +85,14 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--chunk-size", type=int, default=30, help="actions per chunk (30 = 1 s at 30 fps)")
     parser.add_argument("--lr", type=float, default=5e-4)
     parser.add_argument("--save-freq", type=int, default=500, help="steps between saved checkpoints")
-    parser.add_argument("--num-workers", type=int, default=1, help="data loader processes")
+    parser.add_argument("--num-workers", type=int, default=2, help="data loader processes (video decoding)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads of the trainer (1: this tiny model gains nothing from more, and more threads "
+        "fight the data loaders for the cores: on 2 cores, 2 threads took 3x longer per update)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--lerobot-venv", default=os.environ.get("LEROBOT_VENV", ".venv-lerobot"))
@@ -96,8 +104,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     if not trainer.is_file():
         parser.error(f"--lerobot-venv {args.lerobot_venv}: no lerobot-train (make bench-model-setup)")
     args.trainer = trainer.resolve()
-    if min(args.steps, args.batch_size, args.chunk_size, args.save_freq) < 1:
-        parser.error("--steps, --batch-size, --chunk-size and --save-freq must be >= 1")
+    if min(args.steps, args.batch_size, args.chunk_size, args.save_freq, args.threads) < 1:
+        parser.error("--steps, --batch-size, --chunk-size, --save-freq and --threads must be >= 1")
     return args
 
 
@@ -120,6 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         flush=True,
     )
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    env["OMP_NUM_THREADS"] = str(args.threads)
     try:
         code = subprocess.call(command, cwd=run, env=env)
     finally:  # also after Ctrl-C: every checkpoint saved so far becomes loadable on its own

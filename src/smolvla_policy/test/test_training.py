@@ -41,6 +41,12 @@ def test_missing_dataset_or_trainer_is_named(tmp_path, capsys):
     with pytest.raises(SystemExit):
         parse_args(["--dataset", str(dataset), "--lerobot-venv", str(tmp_path / "no-venv")])
     assert "make bench-model-setup" in capsys.readouterr().err
+    trainer = tmp_path / "venv" / "bin" / "lerobot-train"
+    trainer.parent.mkdir(parents=True)
+    trainer.touch()
+    with pytest.raises(SystemExit):
+        parse_args(["--dataset", str(dataset), "--lerobot-venv", str(trainer.parents[1]), "--threads", "0"])
+    assert "--threads" in capsys.readouterr().err
 
 
 def test_lerobot_train_writes_a_checkpoint_the_policy_loads_unchanged(tmp_path):
