@@ -40,10 +40,21 @@ def bus(emu):
     port = TolerantPortHandler(emu.port, DEADLINE_MS)
     assert port.openPort()
     handler = scs.PacketHandler(0)
-    # The emulator's thread may still be starting on a loaded machine: wait for its first answer.
-    assert wait_until(lambda: handler.ping(port, emu.ids[0])[1] == scs.COMM_SUCCESS, timeout=10.0)
+    # The emulator's thread may still be starting on a loaded machine: wait for its first full answer, then
+    # drop any late reply to an earlier probe so that no test reads it as the answer to its own request.
+    assert wait_until(lambda: answers(port, handler, emu.ids[0]), timeout=10.0)
+    time.sleep(DEADLINE_MS / 1000)
+    port.clearPort()
     yield port, handler
     port.closePort()
+
+
+def answers(port, handler, servo_id) -> bool:
+    """One read of the model number answered in full. Not ``ping``: when a probe times out and its reply
+    arrives late, the next probe's request pairs with it and the SDK's ping indexes an empty read (CI saw
+    ``IndexError`` there); a read then reports success with no data, which this refuses."""
+    data, comm, _ = handler.readTxRx(port, servo_id, 3, 2)
+    return comm == scs.COMM_SUCCESS and len(data) == 2
 
 
 def wait_until(predicate, timeout=2.0):
