@@ -39,10 +39,12 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[index]
 
 
-def paced(rate: float, seconds: float, body) -> tuple[list[float], float]:
-    """Run ``body()`` at ``rate`` Hz for ``seconds``; returns cycle times (s) and the achieved rate."""
+def paced(rate: float, seconds: float, body) -> tuple[list[float], float, float]:
+    """Run ``body()`` at ``rate`` Hz for ``seconds``; returns cycle times (s), the achieved rate and this
+    process's CPU time per cycle (s)."""
     period = 1.0 / rate
     times = []
+    cpu_start = time.process_time()
     start = next_cycle = time.perf_counter()
     while (now := time.perf_counter()) - start < seconds:
         body()
@@ -53,16 +55,17 @@ def paced(rate: float, seconds: float, body) -> tuple[list[float], float]:
             time.sleep(delay)
         elif delay < -period:
             next_cycle = time.perf_counter()
-    return times, len(times) / (time.perf_counter() - start)
+    return times, len(times) / (time.perf_counter() - start), (time.process_time() - cpu_start) / len(times)
 
 
-def report(name: str, times: list[float], rate: float, target_rate: float, errors: dict) -> bool:
+def report(name: str, times: list[float], rate: float, cpu: float, target_rate: float, errors: dict) -> bool:
     ms = [t * 1000.0 for t in times]
     p99 = percentile(ms, 99)
     ok = rate >= 0.98 * target_rate and p99 < 10.0
     print(
         f"{name:<11} cycles={len(ms):6d}  rate={rate:7.1f} Hz (target {target_rate:.0f})  "
         f"cycle ms: min={min(ms):.3f} median={statistics.median(ms):.3f} p99={p99:.3f} max={max(ms):.3f}  "
+        f"cpu={cpu * 1000.0:.2f} ms/cycle  "
         f"{'OK' if ok else 'MISSED'}"
     )
     print(f"{'':<11} errors: " + ", ".join(f"{k}={v}" for k, v in errors.items()))
@@ -71,9 +74,12 @@ def report(name: str, times: list[float], rate: float, target_rate: float, error
 
 def start_emulator(args, workdir: Path):
     if args.in_process:
-        return BusEmulator(preset="so101_follower", simulate_timing=args.timing), None
+        emu = BusEmulator(preset="so101_follower", simulate_timing=args.timing)
+        emu.faults.split_replies(args.split_replies or None, gap_s=args.split_gap_ms / 1000.0)
+        return emu, None
     link = workdir / "bus"
     cmd = [sys.executable, "-m", "so100_driver.emulator", "--link", str(link), "--preset", "so101_follower"]
+    cmd += ["--split-replies", str(args.split_replies), "--split-gap-ms", str(args.split_gap_ms)]
     if args.timing:
         cmd.append("--timing")
     process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -105,6 +111,14 @@ def main(argv=None) -> int:
     parser.add_argument("--timing", action="store_true", help="emulate 1 Mbaud wire time and return delay")
     parser.add_argument("--timeout-ms", type=float, default=20.0, help="bus reply timeout")
     parser.add_argument(
+        "--split-replies",
+        type=int,
+        default=0,
+        metavar="BYTES",
+        help="the emulator delivers replies in USB packets of BYTES, --split-gap-ms apart (0: whole)",
+    )
+    parser.add_argument("--split-gap-ms", type=float, default=2.0)
+    parser.add_argument(
         "--realtime",
         action="store_true",
         help="run this process and the emulator with SCHED_FIFO priority (as a robot's control loop "
@@ -118,9 +132,15 @@ def main(argv=None) -> int:
         scheduling = "normal"
         if args.realtime:
             scheduling = set_realtime([0] + ([external[0].pid] if external else []))
+        replies = (
+            f"in {args.split_replies}-byte packets {args.split_gap_ms} ms apart"
+            if args.split_replies
+            else "whole"
+        )
         print(
             f"emulator: {'in-process thread' if emu else 'separate process'}, wire timing "
-            f"{'on' if args.timing else 'off'}; scheduling {scheduling}; cpus={os.cpu_count()} "
+            f"{'on' if args.timing else 'off'}; replies {replies}; scheduling {scheduling}; "
+            f"cpus={os.cpu_count()} "
             f"loadavg={os.getloadavg()[0]:.2f}"
         )
         try:
@@ -146,9 +166,9 @@ def run(args, port: str) -> bool:
         stale_cycles += bool(read.missing)
         bus.sync_write_register("Goal_Position", goals)
 
-    times, rate = paced(args.rate, args.seconds, bus_cycle)
+    times, rate, cpu = paced(args.rate, args.seconds, bus_cycle)
     stats = bus.stats.snapshot()
-    ok = report("bus", times, rate, args.rate, {"incomplete_cycles": stale_cycles, **_errors(stats)})
+    ok = report("bus", times, rate, cpu, args.rate, {"incomplete_cycles": stale_cycles, **_errors(stats)})
     bus.close()
 
     joints = [
@@ -174,9 +194,10 @@ def run(args, port: str) -> bool:
             controller.command(now, names, [(1.0, [start_goals[n] + amplitude for n in names])], now)
         controller.step(now)
 
-    times, rate = paced(args.rate, args.seconds, controller_cycle)
+    times, rate, cpu = paced(args.rate, args.seconds, controller_cycle)
     stats = controller.bus.stats.snapshot()
-    ok &= report("controller", times, rate, args.rate, {"state": controller.state.value, **_errors(stats)})
+    state = {"state": controller.state.value}
+    ok &= report("controller", times, rate, cpu, args.rate, {**state, **_errors(stats)})
     controller.shutdown()
     return ok
 

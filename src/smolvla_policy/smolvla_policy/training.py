@@ -40,7 +40,7 @@ def lerobot_train_arguments(args: argparse.Namespace) -> list[str]:
         "dataset.root": str(Path(args.dataset).resolve()),
         # no dataset.video_backend: LeRobot takes torchcodec when it imports (make bench-model-setup installs
         # it where FFmpeg's libraries are), pyav otherwise
-        "policy.type": "smolvla",
+        **({"policy.path": str(args.init_from.resolve())} if args.init_from else {"policy.type": "smolvla"}),
         "policy.device": args.device,
         "policy.push_to_hub": "false",
         "policy.vlm_model_name": VLM_FOLDER,  # relative: resolved from the run folder, then the checkpoint
@@ -97,6 +97,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--lerobot-venv", default=os.environ.get("LEROBOT_VENV", ".venv-lerobot"))
     parser.add_argument("--resume", action="store_true", help="continue the run's last checkpoint")
+    parser.add_argument(
+        "--init-from",
+        type=Path,
+        help="start from this checkpoint's weights (a pretrained_model folder, e.g. "
+        "checkpoints/sim-pick-cube) with a new optimizer and schedule, instead of from scratch",
+    )
     args = parser.parse_args(argv)
     if not (Path(args.dataset) / "meta" / "info.json").is_file():
         parser.error(f"--dataset {args.dataset}: no LeRobot dataset there (make collect writes one)")
@@ -104,6 +110,10 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     if not trainer.is_file():
         parser.error(f"--lerobot-venv {args.lerobot_venv}: no lerobot-train (make bench-model-setup)")
     args.trainer = trainer.resolve()
+    if args.init_from and not (args.init_from / "model.safetensors").is_file():
+        parser.error(f"--init-from {args.init_from}: no model.safetensors there (a pretrained_model folder)")
+    if args.init_from and args.resume:
+        parser.error("--init-from starts a new run; --resume continues one: pass one of them")
     if min(args.steps, args.batch_size, args.chunk_size, args.save_freq, args.threads) < 1:
         parser.error("--steps, --batch-size, --chunk-size, --save-freq and --threads must be >= 1")
     return args

@@ -17,7 +17,7 @@ import pytest
 
 import synthetic_bags
 from smolvla_policy.dataset import ExportSettings, export_dataset
-from smolvla_policy.training import TRAIN_BACKBONE, VLM_FOLDER, main, parse_args
+from smolvla_policy.training import TRAIN_BACKBONE, VLM_FOLDER, lerobot_train_arguments, main, parse_args
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 CAMERAS = {"top": "/cameras/top/image_raw", "wrist": "/cameras/wrist/image_raw"}
@@ -47,6 +47,18 @@ def test_missing_dataset_or_trainer_is_named(tmp_path, capsys):
     with pytest.raises(SystemExit):
         parse_args(["--dataset", str(dataset), "--lerobot-venv", str(trainer.parents[1]), "--threads", "0"])
     assert "--threads" in capsys.readouterr().err
+    base = ["--dataset", str(dataset), "--lerobot-venv", str(trainer.parents[1])]
+    with pytest.raises(SystemExit):
+        parse_args([*base, "--init-from", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert "--init-from" in err and "no model.safetensors" in err
+    shipped = Path(__file__).resolve().parents[3] / "checkpoints" / "sim-pick-cube"
+    with pytest.raises(SystemExit):
+        parse_args([*base, "--init-from", str(shipped), "--resume"])
+    assert "pass one of them" in capsys.readouterr().err
+    options = lerobot_train_arguments(parse_args([*base, "--init-from", str(shipped)]))
+    assert f"--policy.path={shipped}" in options and not any(o.startswith("--policy.type") for o in options)
+    assert "--policy.type=smolvla" in lerobot_train_arguments(parse_args(base))
 
 
 def test_lerobot_train_writes_a_checkpoint_the_policy_loads_unchanged(tmp_path):

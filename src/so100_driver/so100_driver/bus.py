@@ -175,6 +175,16 @@ class ExclusivePortHandler(scs.PortHandler):
         self.tx_time_per_byte = (1000.0 / self.baudrate) * 10.0
         return True
 
+    def readPort(self, length: int) -> bytes:  # noqa: N802 - SDK method name
+        """Up to ``length`` bytes; with none waiting, first sleep in select() until some arrive or the packet
+        deadline passes. The SDK's parser calls this in a loop for the rest of a packet that arrives in
+        pieces: without the wait it spins, taking a core (and the GIL) from the rest of the process."""
+        if length > 0 and self.packet_timeout > 0 and not self.ser.in_waiting:
+            left_ms = self.packet_timeout - self.getTimeSinceStart()
+            if left_ms > 0:
+                select.select([self.ser.fd], [], [], left_ms / 1000.0)
+        return self.ser.read(length)
+
     def closePort(self) -> None:  # noqa: N802 - SDK method name
         if self.ser is not None and self.ser.fd is not None:
             with contextlib.suppress(OSError):  # else the flag outlives us on a tty someone else holds

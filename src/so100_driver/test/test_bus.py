@@ -145,23 +145,34 @@ def test_no_reading_is_older_than_its_request(emu, split):
             assert tel is None or tel.position == 1000 + 10 * k + IDS[k % 6], f"stale telemetry in cycle {k}"
             answered += not read.missing
             time.sleep(0.005)
-        assert answered >= 20 and bus.stats.late > 0
+        # the backlog is dropped as late replies, or flushed when it came in before the next request
+        assert answered >= 20 and bus.stats.late + bus.stats.flushes > 0
 
 
 @pytest.mark.parametrize(("packet_bytes", "gap_ms"), [(62, 3.0), (5, 2.0), (7, 45.0)])
 def test_replies_split_into_usb_packets(emu, packet_bytes, gap_ms):
-    """Replies that reach the host in pieces are reassembled; pieces too late fail, never misread."""
+    """Replies that reach the host in pieces are reassembled; pieces too late fail, never misread.
+
+    The emulator's pieces come from a thread of this process: on a loaded machine one can be scheduled
+    late, so a reply that should fit the 30 ms deadline may miss it now and then (it is then missing, never
+    wrong); most must get through.
+    """
+    cycles, positions_read, telemetry_read = 10, 0, 0
     with FeetechBus(emu.port, timeout_ms=30.0, retries=2, retry_budget_ms=40.0) as bus:
         emu.faults.split_replies(packet_bytes, gap_s=gap_ms / 1000)
-        for k in range(5):
+        for k in range(cycles):
             for i in IDS:
                 emu.servo(i).set_physical_position(1500 + 20 * k + i)
             read = bus.read_register(IDS, "Present_Position")
             assert read.values == {i: 1500 + 20 * k + i for i in read.values}
             tel = bus.read_telemetry(2, retries=1)
             assert tel is None or tel.position == 1500 + 20 * k + 2
-        if gap_ms < 30:
-            assert read.missing == () and tel is not None
+            positions_read += not read.missing
+            telemetry_read += tel is not None
+    if gap_ms < 30:  # a whole reply within 8 pieces x 3 ms
+        assert positions_read >= cycles - 2 and telemetry_read >= cycles - 2, bus.stats
+    else:  # the 37-byte telemetry reply needs 6 pieces, 225 ms: it can never make the deadline
+        assert telemetry_read == 0
 
 
 def test_second_program_on_the_port_is_refused_and_the_first_never_notices(emu, bus):

@@ -374,8 +374,9 @@ def test_unknown_servo_gives_clear_error(emu):
 def test_cli_runs_until_interrupted(tmp_path):
     link = tmp_path / "so101"
     env = dict(os.environ, PYTHONUNBUFFERED="1")
+    command = [sys.executable, "-m", "so100_driver.emulator", "--link", str(link), "--preset", "so101_leader"]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "so100_driver.emulator", "--link", str(link), "--preset", "so101_leader"],
+        [*command, "--split-replies", "3", "--split-gap-ms", "1"],  # the ping's reply comes in 3 USB packets
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -396,6 +397,13 @@ def test_cli_runs_until_interrupted(tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_cli_refuses_a_negative_packet_size(tmp_path):
+    command = [sys.executable, "-m", "so100_driver.emulator", "--link", str(tmp_path / "bus")]
+    proc = subprocess.run([*command, "--split-replies", "-1"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "--split-replies and --split-gap-ms must be >= 0" in proc.stderr
+    assert not (tmp_path / "bus").exists()
 
 
 def test_register_backdoor(emu):

@@ -37,11 +37,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="servo IDs (only with --preset none and no --calibration)",
     )
     parser.add_argument("--timing", action="store_true", help="simulate wire time and Return_Delay_Time")
+    parser.add_argument(
+        "--split-replies",
+        type=int,
+        default=0,
+        metavar="BYTES",
+        help="deliver replies in USB packets of BYTES (0: whole), --split-gap-ms apart",
+    )
+    parser.add_argument("--split-gap-ms", type=float, default=2.0, help="gap between the packets of a reply")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.split_replies < 0 or args.split_gap_ms < 0:
+        parser.error("--split-replies and --split-gap-ms must be >= 0")
     preset = None if args.preset == "none" else args.preset
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -56,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError, KeyError) as exc:
         print(f"so100-emulator: {exc}", file=sys.stderr)
         return 2
+    emu.faults.split_replies(args.split_replies or None, gap_s=args.split_gap_ms / 1000.0)
     with emu:
         print(f"emulating servos {emu.ids} on {emu.port} -> {emu.pty_name} (Ctrl-C to stop)", flush=True)
         with contextlib.suppress(KeyboardInterrupt):
