@@ -119,8 +119,7 @@ class Pipeline:
         for node in self.nodes:
             self.executor.add_node(node)
         self._stop = threading.Event()
-        self.thread = threading.Thread(target=self._spin, daemon=True)
-        self.thread.start()
+        self.thread = self._start_spinning()
         # The rest starts once the arm holds its pose with torque on and publishes joint states.
         arm = self.arm.controller
         wait_for(
@@ -158,14 +157,25 @@ class Pipeline:
             self.nodes.append(node)
             self.executor.add_node(node)
 
+    def _start_spinning(self) -> threading.Thread:
+        self._stop.clear()
+        thread = threading.Thread(target=self._spin, daemon=True)
+        thread.start()
+        return thread
+
     def _spin(self) -> None:
         while not self._stop.is_set():
             self.executor.spin_once(timeout_sec=0.05)
 
     def kill_policy(self) -> None:
+        """Destroy the policy node between two spins: destroying it while the executor waits on its
+        handles kills the spinning thread (rclpy's InvalidHandle), and with it every node of the graph."""
+        self._stop.set()
+        self.thread.join(timeout=5.0)
         self.executor.remove_node(self.policy)
         self.policy.destroy_node()
         self.nodes.remove(self.policy)
+        self.thread = self._start_spinning()
 
     def status(self) -> ExecutorStatus:
         with self.probe.lock:

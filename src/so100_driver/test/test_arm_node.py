@@ -172,12 +172,11 @@ def running(context, emu, tmp_path, goal_audit):
 
     audit = goal_audit(emu, [], MAX_STEP)
     yield start
-    for node in nodes:
-        executor.remove_node(node)
-        node.destroy_node()
-    executor.shutdown()
+    executor.shutdown()  # stop spinning before the nodes' handles go
     if thread is not None:
         thread.join(timeout=5)
+    for node in nodes:
+        node.destroy_node()
     if nodes:  # every goal the servos got during the test: inside the range, within max_step
         audit.by_id = {j.servo_id: j for j in nodes[0].controller.joints.values()}
         audit.check()

@@ -53,11 +53,10 @@ def spin(context):
         return node
 
     yield add
-    for node in reversed(nodes):
-        executor.remove_node(node)
-        node.destroy_node()
-    executor.shutdown()
+    executor.shutdown()  # stop spinning before the nodes' handles go
     thread.join(timeout=5)
+    for node in reversed(nodes):
+        node.destroy_node()
 
 
 @pytest.fixture
