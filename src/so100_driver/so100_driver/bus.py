@@ -154,7 +154,24 @@ class _Pending:
     replies: dict[int, Reply] = field(default_factory=dict)
 
 
-class ExclusivePortHandler(scs.PortHandler):
+class WaitingPortHandler(scs.PortHandler):
+    """``PortHandler`` whose reads sleep until bytes arrive instead of returning empty at once.
+
+    The SDK's parser calls ``readPort`` in a loop until a packet is complete or its deadline passes: on an
+    empty port it spins, taking a core (and the GIL) from the rest of the process, the emulator's thread
+    included. Here a read with nothing waiting first sleeps in select() until bytes arrive or the packet
+    deadline passes; what it returns is unchanged.
+    """
+
+    def readPort(self, length: int) -> bytes:  # noqa: N802 - SDK method name
+        if length > 0 and self.packet_timeout > 0 and not self.ser.in_waiting:
+            left_ms = self.packet_timeout - self.getTimeSinceStart()
+            if left_ms > 0:
+                select.select([self.ser.fd], [], [], left_ms / 1000.0)
+        return self.ser.read(length)
+
+
+class ExclusivePortHandler(WaitingPortHandler):
     """``PortHandler`` that locks the port for this process before touching it.
 
     ``flock`` (pyserial's ``exclusive``) stops every program that asks for the lock (this package's
@@ -174,16 +191,6 @@ class ExclusivePortHandler(scs.PortHandler):
         self.ser.reset_input_buffer()
         self.tx_time_per_byte = (1000.0 / self.baudrate) * 10.0
         return True
-
-    def readPort(self, length: int) -> bytes:  # noqa: N802 - SDK method name
-        """Up to ``length`` bytes; with none waiting, first sleep in select() until some arrive or the packet
-        deadline passes. The SDK's parser calls this in a loop for the rest of a packet that arrives in
-        pieces: without the wait it spins, taking a core (and the GIL) from the rest of the process."""
-        if length > 0 and self.packet_timeout > 0 and not self.ser.in_waiting:
-            left_ms = self.packet_timeout - self.getTimeSinceStart()
-            if left_ms > 0:
-                select.select([self.ser.fd], [], [], left_ms / 1000.0)
-        return self.ser.read(length)
 
     def closePort(self) -> None:  # noqa: N802 - SDK method name
         if self.ser is not None and self.ser.fd is not None:

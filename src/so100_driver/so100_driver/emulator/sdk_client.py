@@ -2,15 +2,17 @@
 
 SDK 1.0.0 gives up on a reply after ``2 × 16 + 2`` ms. On a busy test machine the emulator thread can be
 starved longer than that, which turns a correct exchange into a spurious COMM_RX_TIMEOUT. LeRobot patches
-``setPacketTimeout`` the same way for real hardware. The SDK's packet handling is untouched.
+``setPacketTimeout`` the same way for real hardware. The SDK's packet handling is untouched; only its reads
+wait for bytes instead of spinning (:class:`so100_driver.bus.WaitingPortHandler`), which would starve the
+emulator's thread in the same process.
 """
 
 from __future__ import annotations
 
-import scservo_sdk as scs
+from so100_driver.bus import WaitingPortHandler
 
 
-class TolerantPortHandler(scs.PortHandler):
+class TolerantPortHandler(WaitingPortHandler):
     """``PortHandler`` whose packet deadline is wire time + ``deadline_ms`` (SDK default: about 34 ms)."""
 
     def __init__(self, port_name: str, deadline_ms: float = 34.0) -> None:
