@@ -52,7 +52,7 @@ def test_missing_dataset_or_trainer_is_named(tmp_path, capsys):
         parse_args([*base, "--init-from", str(tmp_path)])
     err = capsys.readouterr().err
     assert "--init-from" in err and "no model.safetensors" in err
-    shipped = Path(__file__).resolve().parents[3] / "checkpoints" / "sim-pick-cube"
+    shipped = REPO_ROOT / "checkpoints" / "sim-pick-cube"
     with pytest.raises(SystemExit):
         parse_args([*base, "--init-from", str(shipped), "--resume"])
     assert "pass one of them" in capsys.readouterr().err
