@@ -1,4 +1,5 @@
-"""run_node: Ctrl-C and SIGTERM end a busy node cleanly (its destroy_node runs, exit 0, no traceback).
+"""run_node: Ctrl-C and SIGTERM end a busy node cleanly (its destroy_node runs, exit 0, no traceback); a
+node that hangs while stopping prints its stacks and exits 1.
 
 Each case runs a real node in its own process: a 1 kHz timer publishing camera-sized images to its own
 subscription keeps rclpy's C++ side busy when the signal lands. On Jazzy, a KeyboardInterrupt raised by
@@ -44,9 +45,11 @@ NODE_SCRIPT = textwrap.dedent(
 
         def destroy_node(self):
             print(f"destroyed after {self.count} messages", flush=True)
+            if sys.argv[1] == "hang-on-stop":
+                time.sleep(60)  # a driver call that never returns
             super().destroy_node()
 
-    sys.exit(run_node(Busy, "busy"))
+    sys.exit(run_node(Busy, "busy", shutdown_timeout_s=2.0 if sys.argv[1] == "hang-on-stop" else 10.0))
     """
 )
 
@@ -90,6 +93,17 @@ def test_a_signal_while_spinning_destroys_the_node_and_exits_zero(start, signum)
     assert process.returncode == 0, err
     assert "destroyed after" in out
     assert "Traceback" not in err, err
+
+
+def test_a_node_that_hangs_while_stopping_prints_where_and_exits_1(start):
+    process = start("hang-on-stop")
+    _wait_for_line(process, "spinning")
+    stopped = time.monotonic()
+    process.send_signal(signal.SIGINT)
+    _out, err = process.communicate(timeout=30)
+    assert time.monotonic() - stopped < 20  # destroy_node sleeps 60 s; the watchdog fires after 2 s
+    assert process.returncode == 1, err
+    assert "Timeout" in err and "in destroy_node" in err, err  # every thread's stack, the hung call in it
 
 
 def test_ctrl_c_while_the_node_is_built_exits_at_once(start):

@@ -3,15 +3,16 @@
 ``python scripts/train_policy.py --dataset recordings/closed-loop/dataset --output-dir outputs/closed-loop``
 
 No pretrained weights are reachable offline, so the VLM is a small SmolVLM built from a config this module
-writes (:data:`TRAIN_BACKBONE`: 64x64 images, 16 image tokens per camera, a 4-layer 64-wide Llama) and
-every part is trained (vision encoder included). Each saved ``pretrained_model`` folder gets a copy of that
-config and tokenizer (``vlm/``, what ``vlm_model_name`` names), so a checkpoint is self-contained: the policy
-node and LeRobot load it as it is.
+writes (:data:`TRAIN_BACKBONE`: 64x64 images, 16 image tokens per camera or 64 with ``--token-grid 8``, a
+4-layer 64-wide Llama) and every part is trained (vision encoder included). Each saved ``pretrained_model``
+folder gets a copy of that config and tokenizer (``vlm/``, what ``vlm_model_name`` names), so a checkpoint
+is self-contained: the policy node and LeRobot load it as it is.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
@@ -22,12 +23,21 @@ from pathlib import Path
 
 from smolvla_policy.model.generate.backbone import (
     TINY_BACKBONE,
-    image_tokens_per_camera,
+    BackboneSpec,
     write_backbone_folder,
 )
 
 TRAIN_BACKBONE = replace(TINY_BACKBONE, scale_factor=2, text_layers=4)
 """The tiny backbone with a 4x4 token grid per camera (where the cube is matters) and 4 text layers."""
+
+TOKEN_GRIDS = {2: 4, 4: 2, 8: 1}
+"""Token grid side per camera -> pixel-shuffle scale factor of the 8x8 patch grid."""
+
+
+def train_backbone(token_grid: int = 4) -> BackboneSpec:
+    """:data:`TRAIN_BACKBONE` with ``token_grid`` x ``token_grid`` image tokens per camera."""
+    return replace(TRAIN_BACKBONE, scale_factor=TOKEN_GRIDS[token_grid])
+
 
 VLM_FOLDER = "vlm"
 
@@ -93,6 +103,14 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         help="torch threads of the trainer (1: this tiny model gains nothing from more, and more threads "
         "fight the data loaders for the cores: on 2 cores, 2 threads took 3x longer per update)",
     )
+    parser.add_argument(
+        "--token-grid",
+        type=int,
+        choices=sorted(TOKEN_GRIDS),
+        default=4,
+        help="image tokens per camera: a GRID x GRID grid (8: finer, 4x the image tokens of the default 4; "
+        "a new run only: --init-from and --resume keep their checkpoint's)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--lerobot-venv", default=os.environ.get("LEROBOT_VENV", ".venv-lerobot"))
@@ -123,7 +141,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     run = Path(args.output_dir)
     run.mkdir(parents=True, exist_ok=True)
-    write_backbone_folder(run / VLM_FOLDER, TRAIN_BACKBONE)
+    if args.init_from:  # the backbone its weights were trained with
+        shutil.copytree(args.init_from / VLM_FOLDER, run / VLM_FOLDER, dirs_exist_ok=True)
+    elif not (args.resume and (run / VLM_FOLDER).is_dir()):
+        write_backbone_folder(run / VLM_FOLDER, train_backbone(args.token_grid))
     if args.resume:
         config = run / "train/checkpoints/last/pretrained_model/train_config.json"
         command = [str(args.trainer), f"--config_path={config.resolve()}", "--resume=true"]
@@ -132,9 +153,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"train: {run / 'train'} exists: pass --resume, or another --output-dir", file=sys.stderr)
             return 2
         command = [str(args.trainer), *lerobot_train_arguments(args)]
+    tokens = json.loads((run / VLM_FOLDER / "processor_config.json").read_text())["image_seq_len"]
     print(
-        f"train: {TRAIN_BACKBONE.image_size}px images, {image_tokens_per_camera(TRAIN_BACKBONE)} tokens per "
-        f"camera; {' '.join(command)}",
+        f"train: {TRAIN_BACKBONE.image_size}px images, {tokens} tokens per camera; {' '.join(command)}",
         flush=True,
     )
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}

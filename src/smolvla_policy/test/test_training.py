@@ -9,6 +9,7 @@ nothing.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -17,7 +18,15 @@ import pytest
 
 import synthetic_bags
 from smolvla_policy.dataset import ExportSettings, export_dataset
-from smolvla_policy.training import TRAIN_BACKBONE, VLM_FOLDER, lerobot_train_arguments, main, parse_args
+from smolvla_policy.model.generate.backbone import image_tokens_per_camera
+from smolvla_policy.training import (
+    TRAIN_BACKBONE,
+    VLM_FOLDER,
+    lerobot_train_arguments,
+    main,
+    parse_args,
+    train_backbone,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 CAMERAS = {"top": "/cameras/top/image_raw", "wrist": "/cameras/wrist/image_raw"}
@@ -59,6 +68,15 @@ def test_missing_dataset_or_trainer_is_named(tmp_path, capsys):
     options = lerobot_train_arguments(parse_args([*base, "--init-from", str(shipped)]))
     assert f"--policy.path={shipped}" in options and not any(o.startswith("--policy.type") for o in options)
     assert "--policy.type=smolvla" in lerobot_train_arguments(parse_args(base))
+    with pytest.raises(SystemExit):
+        parse_args([*base, "--token-grid", "3"])
+    assert "--token-grid" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("grid", "tokens"), [(2, 4), (4, 16), (8, 64)])
+def test_token_grid_sets_the_image_tokens_per_camera(grid, tokens):
+    assert image_tokens_per_camera(train_backbone(grid)) == tokens
+    assert train_backbone(4) == TRAIN_BACKBONE
 
 
 def test_lerobot_train_writes_a_checkpoint_the_policy_loads_unchanged(tmp_path):
@@ -67,7 +85,8 @@ def test_lerobot_train_writes_a_checkpoint_the_policy_loads_unchanged(tmp_path):
     dataset = export_dataset([bag], tmp_path / "dataset", ExportSettings(dict(CAMERAS), units="radians"))
     run = tmp_path / "run"
     argv = ["--dataset", str(dataset), "--output-dir", str(run), "--lerobot-venv", str(venv)]
-    assert main([*argv, "--steps", "2", "--batch-size", "2", "--save-freq", "2", "--num-workers", "0"]) == 0
+    short = ["--steps", "2", "--batch-size", "2", "--save-freq", "2", "--num-workers", "0"]
+    assert main([*argv, *short, "--token-grid", "8"]) == 0
 
     model_dir = run / "train" / "checkpoints" / "000002" / "pretrained_model"
     assert (model_dir / VLM_FOLDER / "config.json").is_file()  # self-contained: the VLM config travels along
@@ -82,3 +101,18 @@ def test_lerobot_train_writes_a_checkpoint_the_policy_loads_unchanged(tmp_path):
     frames = {key: np.full((48, 64, 3), 100, np.uint8) for key in policy.image_keys}
     actions = policy.predict_chunk(frames, np.zeros(6, np.float32), "pick it up")
     assert actions.shape == (30, 6) and np.isfinite(actions).all()
+    assert image_tokens(model_dir) == 64  # --token-grid 8: an 8x8 grid per camera
+
+    # a run started from those weights keeps their backbone (the default grid would not fit the weights)
+    second = tmp_path / "second"
+    argv = ["--dataset", str(dataset), "--output-dir", str(second), "--lerobot-venv", str(venv)]
+    assert main([*argv, *short, "--init-from", str(model_dir)]) == 0
+    model_dir = second / "train" / "checkpoints" / "000002" / "pretrained_model"
+    assert image_tokens(model_dir) == 64
+    policy = SmolVLA.from_pretrained(str(model_dir))
+    assert policy.load_report.loaded > 0 and policy.load_report.unexpected == []
+    assert np.isfinite(policy.predict_chunk(frames, np.zeros(6, np.float32), "pick it up")).all()
+
+
+def image_tokens(model_dir: Path) -> int:
+    return json.loads((model_dir / VLM_FOLDER / "processor_config.json").read_text())["image_seq_len"]
