@@ -259,9 +259,19 @@ def _wait_for_policy(scorer: ScorerNode, timeout: float) -> str:
 
 
 def run_episode(
-    spec: RowSpec, scorer: ScorerNode, sim: SimArmNode, ik: GraspIK, timeout_s: float
+    spec: RowSpec,
+    scorer: ScorerNode,
+    sim: SimArmNode,
+    ik: GraspIK | None,
+    timeout_s: float,
+    *,
+    instruction: str = TASK,
+    on_tick: Callable[[], None] | None = None,
 ) -> EpisodeResult:
-    """Home, reset to the next held-out placement, instruct, and wait for success or the timeout."""
+    """Home, reset to the next held-out placement, instruct, and wait for success or the timeout.
+
+    ``ik`` plans the expert's grasp (expert rows only); ``on_tick`` is called at every command tick (30 Hz).
+    """
     policy = spec.driver == "policy"
     if policy:
         scorer.call("executor/stop")
@@ -277,7 +287,7 @@ def run_episode(
     if not policy:
         plan = plan_pick(ik, placement, float(sim.arm.cube_position()[2]), start=sim.arm.state().position)
     start = time.monotonic()
-    scorer.instruction.publish(String(data=TASK))
+    scorer.instruction.publish(String(data=instruction))
     if policy:
         scorer.call("executor/start")
     next_tick = start
@@ -287,6 +297,8 @@ def run_episode(
             scorer.command(plan.target(elapsed))
         gap = sim.arm.site_position(TOOL_SITE) - sim.arm.cube_position()
         closest = min(closest, float(np.linalg.norm(gap)))
+        if on_tick is not None:
+            on_tick()
         next_tick += 1.0 / COMMAND_RATE_HZ
         time.sleep(max(0.0, next_tick - time.monotonic()))
     done_at = scorer.succeeded_at()

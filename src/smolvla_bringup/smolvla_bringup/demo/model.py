@@ -1,5 +1,6 @@
-"""The demo's model: a given checkpoint, lerobot/smolvla_base from the hub or its cache, or a generated
-random-weight SmolVLA (real size, or tiny), and the parameter file that fits the sim to it."""
+"""The demo's model: a given checkpoint, the repository's trained ``checkpoints/sim-pick-cube``,
+lerobot/smolvla_base from the hub or its cache, or a generated random-weight SmolVLA (real size, or tiny), and
+the parameter file that fits the sim to it."""
 
 from __future__ import annotations
 
@@ -11,7 +12,11 @@ from pathlib import Path
 
 import numpy as np
 
+from so100_driver.sim.expert import HOME
+from so100_driver.sim.task import HELD_OUT_SEEDS_FROM
+
 HUB_CHECKPOINT = "lerobot/smolvla_base"
+SHIPPED_CHECKPOINT = Path("checkpoints") / "sim-pick-cube"  # trained on this sim's task (make collect, train)
 GENERATED_VERSION = "v1"  # bump when the generated demo checkpoints change
 # LeRobot degree-mode statistics (body joints in degrees, gripper 0..100) for the generated models.
 DEMO_STATS = {
@@ -96,13 +101,24 @@ class ModelChoice:
     real_size: bool
 
 
+def shipped_checkpoint(root: Path | None = None) -> Path | None:
+    """The trained sim checkpoint of the repository at ``root`` (the working directory), None if absent."""
+    folder = (root or Path.cwd()) / SHIPPED_CHECKPOINT
+    return folder if (folder / "model.safetensors").is_file() else None
+
+
 def choose_model(args) -> ModelChoice:
     if args.checkpoint:
         return ModelChoice(args.checkpoint, f"your checkpoint {args.checkpoint}", False, True)
     if args.tiny:
         path = make_demo_checkpoint(cache_dir() / f"demo-tiny-{GENERATED_VERSION}", tiny=True)
         return ModelChoice(str(path), "tiny random SmolVLA (--tiny)", True, False)
+    shipped = None if args.random else shipped_checkpoint()
+    if shipped is not None:
+        description = f"{SHIPPED_CHECKPOINT} (a small SmolVLA trained in this simulation to pick up the cube)"
+        return ModelChoice(str(shipped), description, False, False)
     if not args.random:
+        print(f"demo: no trained {SHIPPED_CHECKPOINT} in {Path.cwd()} (run from the repository's root)")
         print(f"demo: looking for {HUB_CHECKPOINT} (hub or local cache) ...", flush=True)
         repo, why = hub_checkpoint()
         if repo:
@@ -144,7 +160,8 @@ def demo_parameters(model: ModelChoice, args) -> dict:
         "image_resize": "resize",  # should the checkpoint's cameras differ in size
         "max_observation_age_s": 2.0,
     }
-    executor = {}
+    # the demo's attempts start the executor, home the arm and place the cube (held-out placements)
+    executor: dict[str, object] = {"start_on_launch": False}
     if model.real_size and device == "cpu":
         policy["warmup"] = False  # a warm-up pass costs as much as a chunk here
         # Seconds per chunk, more than a chunk's horizon (1.7 s at 30 Hz): a chunk requested early (async)
@@ -155,11 +172,14 @@ def demo_parameters(model: ModelChoice, args) -> dict:
         "cameras": [c.split(":")[0] for c in cameras],
         "camera_width": int(width),
         "camera_height": int(height),
+        "task_seed": HELD_OUT_SEEDS_FROM,
+        "initial_positions": HOME.tolist(),
     }
-    params = {"/**/arm": {"ros__parameters": arm}, "/**/policy": {"ros__parameters": policy}}
-    if executor:
-        params["/**/executor"] = {"ros__parameters": executor}
-    return params
+    return {
+        "/**/arm": {"ros__parameters": arm},
+        "/**/policy": {"ros__parameters": policy},
+        "/**/executor": {"ros__parameters": executor},
+    }
 
 
 def fast_bfloat16(device: str) -> bool:

@@ -1,4 +1,4 @@
-"""The demo's probe: a passive node that records what the sim graph does and holds the latched instruction."""
+"""The demo's probe: a passive node that records what the sim graph does."""
 
 from __future__ import annotations
 
@@ -8,10 +8,8 @@ from dataclasses import dataclass, field
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image, JointState
-from std_msgs.msg import String
 from trajectory_msgs.msg import JointTrajectory
 
-from smolvla_bringup.instruct import latched_qos
 from smolvla_common.image_conversion import msg_to_rgb
 from smolvla_common.joints import SO101_JOINTS
 from smolvla_common.timeutil import clock_seconds, seconds
@@ -32,12 +30,10 @@ class Recording:
 class DemoProbe(Node):
     """Records joint states, commands, chunks, statuses and the newest camera frames (relative topics)."""
 
-    def __init__(self, context, cameras: list[str], instruction: str):
+    def __init__(self, context, cameras: list[str]):
         super().__init__("demo_probe", context=context)
         self.lock = threading.Lock()
         self.data = Recording()
-        self.instruction = instruction
-        self.instruction_pub = self.create_publisher(String, "instruction", latched_qos())
         self.create_subscription(JointState, "joint_states", self._on_state, 50)
         self.create_subscription(JointTrajectory, "joint_commands", self._on_command, 50)
         self.create_subscription(ActionChunk, "smolvla/action_chunk", self._on_chunk, 10)
@@ -50,9 +46,6 @@ class DemoProbe(Node):
                 lambda m, n=name: self._on_image(n, m),
                 qos_profile_sensor_data,
             )
-
-    def instruct(self) -> None:
-        self.instruction_pub.publish(String(data=self.instruction))
 
     def now(self) -> float:
         return clock_seconds(self)

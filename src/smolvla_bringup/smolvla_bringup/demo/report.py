@@ -35,7 +35,7 @@ def summarize(data: Recording, t0: float, t_end: float, model: ModelChoice, load
         "checkpoint": model.checkpoint,
         "untrained": model.untrained,
         "instruction": None,  # filled by the caller
-        "duration_s": round(t_end - t0, 2),  # from the instruction
+        "duration_s": round(t_end - t0, 2),  # from the start of the attempts
         "first_chunk_after_s": round(data.chunks[0]["received"] - t0, 2) if data.chunks else None,
         "model_load_s": round(load_s, 1),
         "chunks_published": len(data.chunks),
@@ -65,8 +65,18 @@ def print_summary(summary: dict, report: Path) -> None:
     print("\n==================== SmolVLA simulation demo: summary ====================")
     print(f"model              {summary['model']}{'   <- UNTRAINED' if summary['untrained'] else ''}")
     print(f"instruction        {summary['instruction']!r}")
+    attempts = summary["attempts"]
+    times = [f"{a['time_to_success_s']:.1f} s" for a in attempts if a["success"]]
     print(
-        f"pipeline time      {summary['duration_s']:.1f} s after the instruction (model loaded in "
+        f"task               {summary['successes']} of {len(attempts)} attempts succeeded (cube held 3 cm up "
+        f"for 1 s; attempts end after {summary['attempt_timeout_s']:g} s)"
+        + (f"; time to success {', '.join(times)}" if times else "")
+    )
+    pictures = [a["picture"] for a in attempts if "picture" in a]
+    if pictures:
+        print(f"success pictures   {', '.join(pictures)} (in the report folder)")
+    print(
+        f"pipeline time      {summary['duration_s']:.1f} s of attempts (model loaded in "
         f"{summary['model_load_s']:.0f} s, first chunk after {summary['first_chunk_after_s'] or '-'} s)"
     )
     print(
@@ -148,3 +158,17 @@ def save_frames(frames: dict[str, np.ndarray], folder: Path, label: str) -> list
         cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
         written.append(path.name)
     return written
+
+
+def save_montage(frames: dict[str, np.ndarray], path: Path, height: int = 384) -> str:
+    """The cameras side by side, each scaled (nearest pixel) to ``height`` rows: one picture of a moment."""
+    import cv2
+
+    scaled = [
+        cv2.resize(
+            rgb, (round(rgb.shape[1] * height / rgb.shape[0]), height), interpolation=cv2.INTER_NEAREST
+        )
+        for rgb in frames.values()
+    ]
+    cv2.imwrite(str(path), cv2.cvtColor(np.hstack(scaled), cv2.COLOR_RGB2BGR))
+    return path.name
