@@ -43,13 +43,14 @@ def run_node(
     *,
     startup_errors: tuple[type[BaseException], ...] = (ValueError,),
     executor_factory: Callable[[], Executor] = SingleThreadedExecutor,
-    shutdown_timeout_s: float = 10.0,
+    shutdown_timeout_s: float = 13.0,
 ) -> int:
     """Build the node with ``factory`` and spin it; exit code 0, or 2 when it refused its parameters.
 
     ``startup_errors`` raised while the node is being built are printed as ``<name>: <message>`` (they
-    name the bad parameter); any other error propagates with its traceback. ``shutdown_timeout_s``: 10 s
-    by default, between ``ros2 launch``'s SIGTERM (5 s after SIGINT) and its SIGKILL (15 s).
+    name the bad parameter); any other error propagates with its traceback. ``shutdown_timeout_s``: 13 s
+    by default, longer than the nodes' own bounded waits (the policy node gives a running inference 10 s)
+    and shorter than ``ros2 launch``'s wait before SIGKILL (15 s after SIGINT).
     """
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     _handle_stop_signals(_interrupt)

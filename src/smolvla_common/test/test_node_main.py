@@ -49,7 +49,7 @@ NODE_SCRIPT = textwrap.dedent(
                 time.sleep(60)  # a driver call that never returns
             super().destroy_node()
 
-    sys.exit(run_node(Busy, "busy", shutdown_timeout_s=2.0 if sys.argv[1] == "hang-on-stop" else 10.0))
+    sys.exit(run_node(Busy, "busy", shutdown_timeout_s=2.0 if sys.argv[1] == "hang-on-stop" else 13.0))
     """
 )
 
