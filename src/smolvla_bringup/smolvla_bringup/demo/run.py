@@ -149,6 +149,8 @@ def drive(probe: DemoProbe, scorer: ScorerNode, sim, args, cameras: list[str], r
             print(f"{line_break}demo: attempt {len(attempts)} ({result.placement}): {outcome}", flush=True)
     except KeyboardInterrupt:
         print("\ndemo: interrupted, writing the report of what ran", flush=True)
+    except RuntimeError as err:  # a service of the graph did not answer: report what ran
+        print(f"\ndemo: attempts stopped: {err}", file=sys.stderr, flush=True)
     finally:
         with contextlib.suppress(RuntimeError):  # the arm holds while the report is written
             scorer.call("executor/stop", timeout=2.0)
