@@ -6,8 +6,9 @@ loaded, makes attempts at the pick-up task for ``--duration`` seconds: each atte
 puts the cube at the next held-out placement (task seeds >= 1000, never recorded for training), gives the
 instruction and starts the executor, and ends at success (the cube held 3 cm up for 1 s, from the
 simulator's state) or after ``--attempt-timeout`` seconds. It writes ``reports/demo-<timestamp>/``:
-``summary.json`` (the attempts, their outcome and time to success), the camera frames at each success
-(``camera_<name>_success_<n>.png``), at the start and the end, ``trajectories.png`` (executed vs
+``summary.json`` (the attempts, their outcome and time to success), a picture of each success
+(``success_<n>.png``, the cameras side by side; each also as ``camera_<name>_success_<n>.png``), camera
+frames at the start and the end, ``trajectories.png`` (executed vs
 predicted joint trajectories) and the exact parameter file used.
 
 The model: ``--checkpoint`` when given; else the repository's ``checkpoints/sim-pick-cube`` (a small SmolVLA
@@ -118,7 +119,7 @@ def wait_for_model(probe: DemoProbe, timeout: float) -> str:
 def drive(probe: DemoProbe, scorer: ScorerNode, sim, args, cameras: list[str], report: Path):
     """Attempts at the task until ``--duration`` is spent; returns the start time, the camera frames at the
     start and the attempts (``EpisodeResult`` fields, plus the frames saved at a success)."""
-    wait_until(lambda: len(probe.snapshot_frames()) >= len(cameras), 10.0, 0.1)
+    wait_until(lambda: len(probe.data.frames) >= len(cameras), 10.0, 0.1)  # a count: nothing decoded
     frames_start = probe.snapshot_frames()
     t0 = probe.now()
     end = time.monotonic() + args.duration
