@@ -20,7 +20,7 @@ from std_srvs.srv import SetBool, Trigger
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 import synthetic_bags
-from smolvla_common import bags
+from smolvla_common import bags, recorder_node
 from smolvla_common.image_conversion import rgb_to_image_msg
 from smolvla_common.joints import SO101_JOINTS
 from smolvla_common.recorder_node import RecorderNode, episode_cli
@@ -185,3 +185,41 @@ def test_episodes_are_recorded_with_metadata_and_evaluate(rig, tmp_path):
         json.loads((tmp_path / "recordings" / "episode_0002" / "episode.json").read_text())["success"]
         is False
     )
+
+
+def drop_next_answer(recorder: RecorderNode, service_name: str) -> list[str]:
+    """Make the recorder's ``service_name`` handle its next request but lose the answer, as Fast DDS does
+    when the server has not discovered a new client's reply reader yet; returns the lost messages."""
+    service = next(s for s in recorder.services if s.srv_name.endswith(service_name))
+    lost: list[str] = []
+
+    def send_or_lose(response, header) -> None:
+        if not lost:
+            lost.append(response.message)
+            return
+        type(service).send_response(service, response, header)
+
+    service.send_response = send_or_lose
+    return lost
+
+
+def test_the_cli_tells_the_outcome_when_the_answer_is_lost(rig, tmp_path, monkeypatch, capsys):
+    _, recorder, _ = rig
+    monkeypatch.setattr(recorder_node, "RESEND_S", 0.3)
+    lost = drop_next_answer(recorder, "/start_episode")
+    assert (
+        episode_cli(["start", "--timeout", "20"]) == 0
+    )  # the repeat was refused; the status shows it started
+    assert lost and recorder.episode is not None and recorder.episode_index == 1  # one episode, not two
+    assert capsys.readouterr().out.strip().endswith("episode_0000")
+    lost = drop_next_answer(recorder, "/mark_success")
+    assert episode_cli(["success", "--timeout", "20"]) == 0 and lost  # idempotent: simply asked again
+    assert recorder.episode.metadata["success"] is True
+    lost = drop_next_answer(recorder, "/stop_episode")
+    assert episode_cli(["stop", "--timeout", "20"]) == 0 and lost
+    assert recorder.episode is None and capsys.readouterr().out.strip().endswith("episode_0000")
+    assert json.loads((tmp_path / "recordings" / "episode_0000" / "episode.json").read_text())["success"]
+    lost = drop_next_answer(recorder, "/stop_episode")
+    assert episode_cli(["stop", "--timeout", "20"]) == 1 and lost == ["no episode is recording"]
+    assert capsys.readouterr().out.strip() == "no episode is recording"
+    assert not (tmp_path / "recordings" / "episode_0001").exists()

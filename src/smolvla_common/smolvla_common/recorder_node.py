@@ -5,9 +5,10 @@ needed) and adds episodes and their metadata, which ``smolvla-eval`` and ``smolv
 
 Services (``std_srvs``): ``~/start_episode`` (Trigger): open ``<output_dir>/<prefix>_<n>`` and record;
 ``~/stop_episode`` (Trigger): close it; ``~/mark_success`` (SetBool): the operator's verdict on the current
-episode (or the last one when none is running). Metadata goes to ``episode.json`` next to ``metadata.yaml``
-and into ``metadata.yaml``'s ``custom_data``: task (the newest ``instruction`` or the ``task`` parameter),
-success, start/end times, message counts.
+episode (or the last one when none is running). ``~/status`` (std_msgs/String, latched): a JSON object
+``{"recording": <folder or null>, "last_episode": <folder or null>}`` after every change. Metadata goes to
+``episode.json`` next to ``metadata.yaml`` and into ``metadata.yaml``'s ``custom_data``: task (the newest
+``instruction`` or the ``task`` parameter), success, start/end times, message counts.
 
 Messages are recorded serialised (``raw`` subscriptions: the CDR bytes go to the bag untouched), stamped with
 the node clock (``use_sim_time`` works). Message types come from the ``topics`` entries
@@ -22,17 +23,20 @@ from __future__ import annotations
 import json
 import sys
 import threading
+import time
 from pathlib import Path
 
 import rclpy
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from std_msgs.msg import String
 from std_srvs.srv import SetBool, Trigger
 
 from smolvla_common.bags import BagWriter
 from smolvla_common.messages import import_message
 from smolvla_common.node_main import run_node
 from smolvla_common.parameters import declare_parameters, require
+from smolvla_common.qos import LATCHED
 
 DEFAULT_TOPICS = [
     "joint_states:sensor_msgs/msg/JointState",
@@ -104,6 +108,8 @@ class RecorderNode(Node):
         self.instruction: tuple[str, bytes] | None = None  # (text, raw CDR)
         self.subscribed: dict[str, str] = {}
         self._recorded_subscriptions: list = []
+        self.status_publisher = self.create_publisher(String, "~/status", LATCHED)
+        self._publish_status()
         self.create_service(Trigger, "~/start_episode", self._on_start)
         self.create_service(Trigger, "~/stop_episode", self._on_stop)
         self.create_service(SetBool, "~/mark_success", self._on_mark_success)
@@ -155,6 +161,16 @@ class RecorderNode(Node):
             QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=50, reliability=ReliabilityPolicy.BEST_EFFORT)
         ]
 
+    def _publish_status(self) -> None:
+        """Latch what is recording now, so that a client can tell whether its request took effect."""
+        self.status_publisher.publish(String(data=json.dumps(self.status())))
+
+    def status(self) -> dict:
+        return {
+            "recording": str(self.episode.path) if self.episode is not None else None,
+            "last_episode": str(self.last_episode_path) if self.last_episode_path is not None else None,
+        }
+
     def _now_ns(self) -> int:
         return self.get_clock().now().nanoseconds
 
@@ -163,7 +179,6 @@ class RecorderNode(Node):
         with self._lock:
             if type_name == "std_msgs/msg/String":
                 from rclpy.serialization import deserialize_message
-                from std_msgs.msg import String
 
                 text = deserialize_message(raw, String).data
                 if self.instruction is not None and self.instruction[1] == raw:
@@ -208,6 +223,7 @@ class RecorderNode(Node):
             if self.instruction is not None:  # every bag carries the instruction it was recorded under
                 self.episode.write(self.instruction_topic, "std_msgs/msg/String", start, self.instruction[1])
             self.episode_index += 1
+            self._publish_status()
         self.get_logger().info(f"recording episode to {path} (task {task!r})")
         return True, str(path)
 
@@ -220,6 +236,7 @@ class RecorderNode(Node):
                 episode.metadata["task"] = self.instruction[0].strip()
             self.last_episode = episode.close(self._now_ns())
             self.last_episode_path = episode.path
+            self._publish_status()
         counts = ", ".join(f"{t}: {n}" for t, n in sorted(self.last_episode["message_counts"].items()))
         self.get_logger().info(f"episode saved to {episode.path} ({counts or 'no messages'})")
         return True, str(episode.path)
@@ -257,6 +274,70 @@ def main(argv: list[str] | None = None) -> int:
     return run_node(RecorderNode, "recorder_node", argv)
 
 
+#: Seconds without an answer before the command-line client asks again.
+RESEND_S = 1.5
+
+
+def effect_of(action: str, before: dict, now: dict) -> str | None:
+    """The episode folder that ``start`` or ``stop`` produced, judged from the recorder's status before and
+    now; None while no such change is seen."""
+    if action == "start" and now["recording"] and now["recording"] != before["recording"]:
+        return now["recording"]
+    if action == "stop" and before["recording"] and now["recording"] is None:
+        return before["recording"]
+    return None
+
+
+def call_recorder(node: Node, recorder: str, action: str, timeout: float) -> tuple[int, str]:
+    """Ask the recorder ``recorder`` to ``action``; (exit code, text): 0 done, 1 refused, 2 no answer.
+
+    A server can drop its answer to a client it has not fully discovered yet (Fast DDS: "failed to send
+    response (timeout)"), so the request is sent again after RESEND_S. Marking success is idempotent;
+    start and stop are not, so their outcome is read from the recorder's latched ``~/status``: a repeat
+    refused because the first request already did the job still counts as done.
+    """
+    deadline = time.monotonic() + timeout
+    if action in ("start", "stop"):
+        client = node.create_client(Trigger, f"{recorder}/{action}_episode")
+        request = Trigger.Request()
+    else:
+        client = node.create_client(SetBool, f"{recorder}/mark_success")
+        request = SetBool.Request(data=action == "success")
+    statuses: list[dict] = []
+    node.create_subscription(
+        String, f"{recorder}/status", lambda m: statuses.append(json.loads(m.data)), LATCHED
+    )
+    if not client.wait_for_service(timeout_sec=timeout):
+        return 2, f"service {client.srv_name} not available (is recorder_node running?)"
+    before = None
+    if action in ("start", "stop"):
+        status_deadline = min(deadline, time.monotonic() + 2.0)
+        while not statuses and time.monotonic() < status_deadline:
+            rclpy.spin_once(node, timeout_sec=0.05)
+        before = statuses[-1] if statuses else None  # None: an older recorder; send once, no repeat
+    may_repeat = before is not None or action not in ("start", "stop")
+    futures: list = []
+    resend_at = time.monotonic()
+    refused_at = None
+    while time.monotonic() < deadline:
+        if time.monotonic() >= resend_at and (may_repeat or not futures) and refused_at is None:
+            futures.append(client.call_async(request))
+            resend_at = time.monotonic() + RESEND_S
+        rclpy.spin_once(node, timeout_sec=0.05)
+        if before is not None and statuses and (folder := effect_of(action, before, statuses[-1])):
+            return 0, folder
+        answered = next((future for future in futures if future.done()), None)
+        if answered is None:
+            continue
+        response = answered.result()
+        if response.success or answered is futures[0] or before is None:
+            return (0 if response.success else 1), response.message
+        refused_at = refused_at or time.monotonic()  # a refused repeat: wait a moment for the status
+        if time.monotonic() - refused_at > RESEND_S:
+            return 1, response.message
+    return 2, f"no answer from {client.srv_name} within {timeout:g} s"
+
+
 def episode_cli(argv: list[str] | None = None) -> int:
     """``smolvla-record start|stop|success|failure``: call the recorder's services (no ros2cli needed)."""
     import argparse
@@ -272,26 +353,9 @@ def episode_cli(argv: list[str] | None = None) -> int:
     rclpy.init(args=argv)
     node = rclpy.create_node("smolvla_record_cli")
     try:
-        if args.action in ("start", "stop"):
-            client = node.create_client(Trigger, f"{args.node}/{args.action}_episode")
-            request = Trigger.Request()
-        else:
-            client = node.create_client(SetBool, f"{args.node}/mark_success")
-            request = SetBool.Request(data=args.action == "success")
-        if not client.wait_for_service(timeout_sec=args.timeout):
-            print(
-                f"smolvla-record: service {client.srv_name} not available (is recorder_node running?)",
-                file=sys.stderr,
-            )
-            return 2
-        future = client.call_async(request)
-        rclpy.spin_until_future_complete(node, future, timeout_sec=args.timeout)
-        response = future.result()
-        if response is None:
-            print(f"smolvla-record: no answer from {client.srv_name}", file=sys.stderr)
-            return 2
-        print(response.message)
-        return 0 if response.success else 1
+        code, text = call_recorder(node, args.node, args.action, args.timeout)
+        print(text if code < 2 else f"smolvla-record: {text}", file=sys.stdout if code < 2 else sys.stderr)
+        return code
     finally:
         node.destroy_node()
         rclpy.try_shutdown()
