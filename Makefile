@@ -3,7 +3,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 RUN := source scripts/env.sh &&
 
-.PHONY: help setup test lint format demo bench-model-setup rtc-golden bench-model bench-driver bench-camera bench-sim bench-eval bench-pipeline bench-closed-loop bench-train-data collect train clean
+.PHONY: help setup test lint format demo bench-model-setup rtc-golden bench-model bench-driver bench-camera bench-sim bench-eval bench-pipeline bench-closed-loop bench-train-data collect collect-takeovers train clean
 
 help:  ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -55,6 +55,12 @@ collect: setup  ## record scripted-expert episodes of the sim pick-up task, expo
 	  --size 128 --cameras front wrist --output-dir recordings/closed-loop/bags && \
 	  smolvla-export-dataset recordings/closed-loop/bags/episode_* --out recordings/closed-loop/dataset \
 	  --units degrees --joint-units deg,deg,deg,deg,deg,deg --only-successful
+
+collect-takeovers: setup  ## the expert takes over where a policy gets stuck; export expert + takeover episodes (CHECKPOINT= EPISODES=40 SEED=1)
+	@$(RUN) HF_HUB_OFFLINE=1 python scripts/record_takeovers.py --checkpoint $(or $(CHECKPOINT),checkpoints/sim-pick-cube) \
+	  --episodes $(or $(EPISODES),40) --seed $(or $(SEED),1) --size 128 --output-dir recordings/closed-loop/takeovers && \
+	  smolvla-export-dataset recordings/closed-loop/bags/episode_* recordings/closed-loop/takeovers/episode_* \
+	  --out recordings/closed-loop/dataset-takeovers --units degrees --joint-units deg,deg,deg,deg,deg,deg --only-successful
 
 bench-train-data: bench-model-setup  ## LeRobot's data loading per training sample, pyav vs torchcodec (DATASET=recordings/closed-loop/dataset)
 	@$${LEROBOT_VENV:-.venv-lerobot}/bin/python benchmarks/bench_train_data.py $(or $(DATASET),recordings/closed-loop/dataset) $(ARGS)

@@ -9,7 +9,7 @@ import pytest
 
 import so100_driver.sim  # noqa: F401  (selects the headless GL backend before mujoco is imported)
 from so100_driver.sim.arm import SimArm
-from so100_driver.sim.expert import HOME, GraspIK, plan_pick, run_episode
+from so100_driver.sim.expert import HOME, GraspIK, plan_pick, plan_takeover, run_episode
 from so100_driver.sim.scene import SceneConfig, build_model
 from so100_driver.sim.task import (
     EpisodeTask,
@@ -105,6 +105,30 @@ def test_the_scripted_expert_solves_the_task(model):
     assert rate >= 0.95, (
         f"expert success {rate:.0%}; failed placements (placement, highest lift m): {failures}"
     )
+
+
+def test_the_expert_takes_over_a_missed_grasp(model):
+    """The takeover used for recovery data: the arm closed 3 cm beside the cube (as a policy that missed
+    does), then the expert's pick from there lifts the cube on >= 7 of 8 placements."""
+    ik = GraspIK(model)
+    successes = []
+    for i, placement in enumerate(placements(77, 8)):
+        arm = SimArm(model, initial_positions=HOME)
+        reset_episode(arm, placement)
+        assert arm.cube_yaw() == pytest.approx(placement.yaw, abs=1e-6)
+        beside = Placement(placement.x + (0.03 if i % 2 else -0.03), placement.y, placement.yaw + 0.3)
+        miss = plan_pick(ik, beside, float(arm.cube_position()[2]))
+        while arm.time < 5.5:  # approach, descend, close on nothing, start lifting
+            arm.control_step(miss.target(arm.time))
+        assert monitor_for(arm).lift(arm.cube_position()) < 0.01  # missed: the cube is still on the table
+        monitor = monitor_for(arm)
+        takeover, start = plan_takeover(ik, arm), arm.time
+        np.testing.assert_allclose(takeover.target(0.0), arm.state().position)  # no jump at the takeover
+        while arm.time - start < takeover.duration:
+            arm.control_step(takeover.target(arm.time - start))
+            monitor.update(arm.time, arm.cube_position())
+        successes.append(monitor.success)
+    assert sum(successes) >= 7, f"takeovers that lifted the cube: {successes}"
 
 
 def test_reset_places_the_cube_at_rest(model):

@@ -229,7 +229,7 @@ def graph_parameters(spec: RowSpec, options: Options) -> dict:
     return params
 
 
-def _start_row(spec: RowSpec, options: Options, params_file: Path):
+def start_row(spec: RowSpec, options: Options, params_file: Path):
     from smolvla_bringup import graph
     from smolvla_bringup.runner import Runner
 
@@ -243,7 +243,7 @@ def _start_row(spec: RowSpec, options: Options, params_file: Path):
     return runner, scorer, sim
 
 
-def _wait_for_policy(scorer: ScorerNode, timeout: float) -> str:
+def wait_for_policy(scorer: ScorerNode, timeout: float) -> str:
     """'' once the policy is READY (or INFERRING); otherwise why not."""
 
     def settled() -> bool:
@@ -326,10 +326,10 @@ def score_row(spec: RowSpec, options: Options) -> RowResult:
     with tempfile.TemporaryDirectory(prefix="closed_loop_") as folder:
         params_file = Path(folder) / "params.yaml"
         params_file.write_text(yaml.safe_dump(graph_parameters(spec, options), sort_keys=False))
-        runner, scorer, sim = _start_row(spec, options, params_file)
+        runner, scorer, sim = start_row(spec, options, params_file)
         try:
             if spec.driver == "policy":
-                result.error = _wait_for_policy(scorer, options.load_timeout_s)
+                result.error = wait_for_policy(scorer, options.load_timeout_s)
                 if not result.error and not wait_until(lambda: scorer.executor_status is not None, 10.0):
                     result.error = "no status from the executor"
             if result.error:

@@ -141,6 +141,12 @@ class SimArm:
         with self._lock:
             return self.data.body(CUBE_BODY).xpos.copy()
 
+    def cube_yaw(self) -> float:
+        """The cube's rotation about the vertical (rad), from its orientation quaternion."""
+        with self._lock:
+            w, x, y, z = self.data.body(CUBE_BODY).xquat
+        return float(np.arctan2(2 * (w * z + x * y), 1 - 2 * (y * y + z * z)))
+
     def site_position(self, name: str) -> np.ndarray:
         """World position (m) of a site of the model, e.g. the gripper's ``gripperframe``."""
         with self._lock:

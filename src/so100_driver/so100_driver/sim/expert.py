@@ -139,6 +139,14 @@ def plan_pick(
     return ExpertPlan(times, np.array([q for _, q in phases]))
 
 
+def plan_takeover(ik: GraspIK, arm: SimArm, timing: ExpertTiming | None = None) -> ExpertPlan:
+    """The pick from where the arm and the cube are now: how the expert takes over a failed attempt (it
+    opens while rising above the cube, then grasps again)."""
+    cube = arm.cube_position()
+    here = Placement(float(cube[0]), float(cube[1]), arm.cube_yaw())
+    return plan_pick(ik, here, float(cube[2]), start=arm.state().position, timing=timing)
+
+
 @dataclass(frozen=True)
 class EpisodeResult:
     placement: Placement
