@@ -210,13 +210,15 @@ def test_the_cli_tells_the_outcome_when_the_answer_is_lost(rig, tmp_path, monkey
     assert (
         episode_cli(["start", "--timeout", "20"]) == 0
     )  # the repeat was refused; the status shows it started
-    assert lost and recorder.episode is not None and recorder.episode_index == 1  # one episode, not two
+    wait_for(lambda: lost, 5.0, "the lost answer")  # the CLI may read the status before the answer is lost
+    assert recorder.episode is not None and recorder.episode_index == 1  # one episode, not two
     assert capsys.readouterr().out.strip().endswith("episode_0000")
     lost = drop_next_answer(recorder, "/mark_success")
     assert episode_cli(["success", "--timeout", "20"]) == 0 and lost  # idempotent: simply asked again
     assert recorder.episode.metadata["success"] is True
     lost = drop_next_answer(recorder, "/stop_episode")
-    assert episode_cli(["stop", "--timeout", "20"]) == 0 and lost
+    assert episode_cli(["stop", "--timeout", "20"]) == 0
+    wait_for(lambda: lost, 5.0, "the lost answer")
     assert recorder.episode is None and capsys.readouterr().out.strip().endswith("episode_0000")
     assert json.loads((tmp_path / "recordings" / "episode_0000" / "episode.json").read_text())["success"]
     lost = drop_next_answer(recorder, "/stop_episode")

@@ -438,15 +438,17 @@ def test_a_second_arm_node_on_the_same_port_is_refused_and_the_first_never_notic
     assert probe.wait(lambda: len(probe.states) > count + 20)
     after = node.bus.stats.snapshot()
     change = ", ".join(f"{key} +{after[key] - stats_before[key]}" for key in after)
-    # Another program on the line would show as packets nobody asked for, garbled packets, a failed read
-    # or a lost port; all must stay at zero.
-    for key in ("failed_transactions", "corrupt", "strays", "disconnects"):
+    # Another program on the line would show as packets nobody asked for, garbled packets or a lost port;
+    # all must stay at zero.
+    for key in ("corrupt", "strays", "disconnects"):
         assert after[key] == stats_before[key], f"{key}: {change}"
-    # ...or as a reply it read instead of this node: a timeout whose reply never turns up. A reply that only
-    # missed its 100 ms deadline on a loaded 2-core machine (a CPU race, seen once in CI) still reaches this
-    # node, as a late packet before the next marker or as bytes flushed before the next request.
+    # ...or as a failed read: a reply it read instead of this node, a timeout whose reply never turns up. A
+    # reply that only missed its 100 ms deadline on a loaded 2-core machine (a CPU race, seen twice in CI)
+    # fails that read but still reaches this node, as a late packet before the next marker or as bytes
+    # flushed before the next request: the only failed reads allowed.
     timeouts = after["timeouts"] - stats_before["timeouts"]
+    failed = after["failed_transactions"] - stats_before["failed_transactions"]
     arrived_late = after["late"] + after["flushes"] - stats_before["late"] - stats_before["flushes"]
-    assert arrived_late >= timeouts, f"a reply never reached the node: {change}"
+    assert failed <= timeouts <= arrived_late, f"a read failed other than by a late reply: {change}"
     assert node.state == ArmState.ENABLED
     assert not any("bus lost" in s.message for s in probe.statuses("arm: bus"))
