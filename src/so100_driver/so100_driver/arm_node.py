@@ -46,6 +46,9 @@ from so100_driver.arm_ros import (
 )
 from so100_driver.bus import FeetechBus
 
+START_TORQUE_ATTEMPTS = 10  # enable_torque_on_start: torque-on attempts while only the bus fails
+START_TORQUE_RETRY_S = 0.5
+
 PARAMETERS = {
     "port": "/dev/ttyACM0",
     **BUS_PARAMETERS,
@@ -84,6 +87,9 @@ class ArmNode(Node):
         self.diagnostics_period = 1.0 / p["diagnostics_rate_hz"]
         self.torque_off_on_shutdown = p["torque_off_on_shutdown"]
         self.enable_on_start = p["enable_torque_on_start"]
+        self._start_torque_lock = threading.Lock()
+        self._start_torque_attempts = 0
+        self._start_torque_retry_at: float | None = None  # monotonic time of the next start-up torque-on
 
         self.state_pub = self.create_publisher(JointState, "joint_states", 10)
         self.commanded_pub = self.create_publisher(JointState, "~/commanded", 10)
@@ -121,19 +127,45 @@ class ArmNode(Node):
                 )
 
     def _on_torque(self, request: SetBool.Request, response: SetBool.Response) -> SetBool.Response:
-        if request.data:
-            ok, message = self.controller.enable_torque(self._now())
-        else:
-            ok, message = self.controller.disable_torque()
+        with self._start_torque_lock:
+            self._start_torque_retry_at = None  # a torque request from outside replaces the start-up one
+            response.success, response.message = self._set_torque(request.data)
+        return response
+
+    def _set_torque(self, on: bool, retrying: str = "") -> tuple[bool, str]:
+        """Torque on or off, logged and published; ``retrying`` (what happens next) turns a torque-on that
+        failed only on the bus into a warning."""
+        ok, message = self.controller.enable_torque(self._now()) if on else self.controller.disable_torque()
         self._calibration_logged.update(self.controller.calibration_problems)  # named in this answer
-        response.success, response.message = ok, message
-        text = f"torque {'on' if request.data else 'off'}: {message}"
+        text = f"torque {'on' if on else 'off'}: {message}"
         if ok:  # one call site per severity: rclpy refuses to change a call site's severity
             self.get_logger().info(text)
+        elif retrying and self.controller.enable_failed_on_bus:
+            self.get_logger().warning(f"{text}; {retrying}")
         else:
             self.get_logger().error(text)
         self._publish_status()
-        return response
+        return ok, message
+
+    def _torque_on_at_start(self, first: bool = False) -> None:
+        """enable_torque_on_start: torque on, asked again (up to START_TORQUE_ATTEMPTS times,
+        START_TORQUE_RETRY_S apart) while only a bus transfer failed: one late reply on a loaded machine
+        must not leave the arm limp. A calibration mismatch, a moving arm or a joint out of range is not
+        asked again, and neither is anything after a torque request on the service."""
+        with self._start_torque_lock:
+            if not first and self._start_torque_retry_at is None:
+                return  # a torque request on the service came first
+            self._start_torque_attempts += 1
+            attempt = self._start_torque_attempts
+            retrying = ""
+            if attempt < START_TORQUE_ATTEMPTS:
+                retrying = f"trying again in {START_TORQUE_RETRY_S} s ({attempt}/{START_TORQUE_ATTEMPTS})"
+            ok, _ = self._set_torque(True, retrying)
+            again = not ok and self.controller.enable_failed_on_bus and retrying
+            self._start_torque_retry_at = time.monotonic() + START_TORQUE_RETRY_S if again else None
+            if self.controller.state == ArmState.DISCONNECTED:  # lost meanwhile: torque on once it is back
+                with self.controller.lock:
+                    self.controller.resume_torque = True
 
     def _publish_status(self, periodic: bool = False) -> None:
         """ArmStatus when the state, epoch or message changed (or ``periodic``)."""
@@ -160,7 +192,7 @@ class ArmNode(Node):
                 with controller.lock:
                     controller.resume_torque = True
         elif self.enable_on_start and not controller.calibration_problems:
-            self._on_torque(SetBool.Request(data=True), SetBool.Response())
+            self._torque_on_at_start(first=True)
         self._log_events()
         self._publish_status(periodic=True)
 
@@ -188,6 +220,9 @@ class ArmNode(Node):
         next_diag = next_cycle
         while not self._stop.is_set():
             started = time.monotonic()
+            retry_at = self._start_torque_retry_at
+            if retry_at is not None and started >= retry_at:
+                self._torque_on_at_start()
             result = self.controller.step(self._now())
             self._publish(result)
             self._log_events()

@@ -33,7 +33,7 @@ from so100_driver.arm import ArmState
 from so100_driver.arm_node import ArmNode
 from so100_driver.emulator.bus_emulator import BusEmulator
 from so100_driver.emulator.presets import preset_motors
-from so100_driver.protocol import ErrorBit
+from so100_driver.protocol import ErrorBit, register
 
 MAX_STEP = 0.05
 STEP_RAD = 2 * math.pi / 4095
@@ -292,6 +292,37 @@ def test_torque_on_start_waits_for_servos_that_answer_late(running, emu):
     assert probe.wait(lambda: probe.arm_status[-1].state == ArmStatus.STATE_ENABLED)
     assert probe.arm_status[-1].epoch == 1
     assert all(emu.servo(i).torque_enabled for i in range(1, 7))
+
+
+MIN_LIMIT = register("Min_Position_Limit").address  # the torque-on's calibration check reads it first
+
+
+def test_torque_on_start_asks_again_when_a_reply_comes_late(running, emu):
+    """enable_torque_on_start on a loaded machine: the USB adapter holds the reply to the torque-on's
+    calibration read past the bus timeout (connect's read of it went through). The node asks again and
+    the arm ends up holding where it is, on its first epoch."""
+    emu.faults.stall_replies(0.6, address=MIN_LIMIT, skip=1)
+    start = [emu.servo(i).get("Present_Position") for i in range(1, 7)]
+    _, probe = running(enable_torque_on_start=True)
+    assert probe.wait(lambda: probe.arm_status and probe.arm_status[-1].state == ArmStatus.STATE_ENABLED)
+    assert probe.arm_status[-1].epoch == 1
+    retried = probe.log_lines("torque on: cannot verify the calibration")
+    assert len(retried) == 1 and "trying again in 0.5 s (1/10)" in retried[0], retried
+    assert all(emu.servo(i).torque_enabled for i in range(1, 7))
+    goals = [emu.servo(i).get("Goal_Position") for i in range(1, 7)]
+    assert all(abs(g - p) <= 2 for g, p in zip(goals, start, strict=True)), (goals, start)
+
+
+def test_a_torque_off_request_ends_the_start_up_retries(running, emu):
+    """Torque off (an e-stop) asked while the start-up torque-on waits to ask again: torque stays off."""
+    emu.faults.stall_replies(0.6, address=MIN_LIMIT, skip=1)
+    _, probe = running(enable_torque_on_start=True)
+    assert probe.wait(lambda: probe.log_lines("trying again in 0.5 s (1/10)"))
+    assert probe.set_torque(False).success
+    time.sleep(1.5)  # three retry periods
+    assert not any(emu.servo(i).torque_enabled for i in range(1, 7))
+    assert probe.arm_status[-1].state == ArmStatus.STATE_IDLE and probe.arm_status[-1].epoch == 0
+    assert not probe.log_lines("(2/10)")
 
 
 def test_shutdown_with_torque_left_on_says_so(running, emu):

@@ -58,6 +58,7 @@ class ArmController(ArmLink):
         self.commands = JointTargets(self.joints)
         self.goals: dict[str, float] = {}  # what each servo holds (as written, or as read back)
         self.resume_torque = False
+        self.enable_failed_on_bus = False  # the last torque-on was refused only for a failed bus transfer
         self.epoch = 0  # number of torque-ons so far
         self.enabled_since: float | None = None  # trajectory-clock time of the latest torque-on
         self.goal_readback_mismatches = 0
@@ -143,9 +144,11 @@ class ArmController(ArmLink):
         """Torque on, holding the measured pose; commands stamped before ``now`` are refused from then on.
 
         Refused on a calibration mismatch, a servo that does not answer, two position reads that do not
-        agree, or a joint farther than ``max_step`` outside its calibrated range.
+        agree, or a joint farther than ``max_step`` outside its calibrated range. After a refusal,
+        :attr:`enable_failed_on_bus` tells whether only the bus was at fault (worth asking again).
         """
         with self._lock:
+            self.enable_failed_on_bus = False
             if self.state == ArmState.DISCONNECTED:
                 return False, f"not connected to the servo bus: {self.connect_error}"
             if self.state == ArmState.ENABLED:
@@ -156,6 +159,7 @@ class ArmController(ArmLink):
                 self._lost(exc)
                 return False, str(exc)
             except BusError as exc:
+                self.enable_failed_on_bus = True
                 return False, f"cannot verify the calibration: {exc}"
             if self.calibration_problems:
                 return False, (
@@ -172,6 +176,7 @@ class ArmController(ArmLink):
         second = self._read_positions()
         missing = [n for n in self.joints if n not in first or n not in second]
         if missing:
+            self.enable_failed_on_bus = True
             return None, f"no position from {missing}"
         steps_per_rad = RESOLUTION_DIVISOR / (2 * math.pi)
         tolerance = max(2.0, self.safety.max_step * steps_per_rad)
@@ -216,6 +221,7 @@ class ArmController(ArmLink):
             return False, str(exc)
         except BusError as exc:
             self._torque_off_best_effort()
+            self.enable_failed_on_bus = True
             return False, f"torque enable failed, torque disabled again: {exc}"
         self.goals = {name: self.joints[name].to_rad(raw) for name, raw in hold.items()}
         for health in self.health.values():

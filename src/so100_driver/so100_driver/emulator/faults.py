@@ -25,6 +25,7 @@ class _StallTrigger:
     seconds: float
     address: int | None
     count: int
+    skip: int = 0
 
 
 def _read_address(packet: Packet) -> int | None:
@@ -114,14 +115,18 @@ class Faults:
             self._state.delay_s = float(seconds)
             self._state.delay_next = -1 if count is None else int(count)
 
-    def stall_replies(self, seconds: float, address: int | None = None, count: int = 1) -> None:
+    def stall_replies(
+        self, seconds: float, address: int | None = None, count: int = 1, skip: int = 0
+    ) -> None:
         """Stall the adapter for ``seconds`` when the next request reading ``address`` (any request
-        when None) is answered, ``count`` times. Replies stay in order; the backlog leaves in 62-byte
-        packets once the stall ends."""
-        if seconds <= 0 or count < 1:
-            raise ValueError(f"stall needs seconds > 0 and count >= 1, got {seconds}, {count}")
+        when None) is answered, ``count`` times, after letting ``skip`` such requests through. Replies
+        stay in order; the backlog leaves in 62-byte packets once the stall ends."""
+        if seconds <= 0 or count < 1 or skip < 0:
+            raise ValueError(
+                f"stall needs seconds > 0, count >= 1 and skip >= 0, got {seconds}, {count}, {skip}"
+            )
         with self._lock:
-            self._state.stalls.append(_StallTrigger(float(seconds), address, int(count)))
+            self._state.stalls.append(_StallTrigger(float(seconds), address, int(count), int(skip)))
 
     def split_replies(self, packet_bytes: int | None = FTDI_PACKET_BYTES, gap_s: float = 0.002) -> None:
         """Deliver every reply batch in USB packets of ``packet_bytes``, ``gap_s`` apart (None: whole)."""
@@ -184,7 +189,11 @@ class Faults:
         stall = 0.0
         address = _read_address(request)
         for trigger in list(s.stalls):
-            if trigger.address is None or trigger.address == address:
+            if trigger.address is not None and trigger.address != address:
+                continue
+            if trigger.skip > 0:
+                trigger.skip -= 1
+            else:
                 stall = max(stall, trigger.seconds)
                 trigger.count -= 1
                 if trigger.count <= 0:
