@@ -9,6 +9,7 @@ SmolVLA checkpoint. The test process only watches over DDS and reads the emulate
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import shutil
@@ -117,22 +118,49 @@ class Launch:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                env={**os.environ, "PYTHONUNBUFFERED": "1", "RCUTILS_COLORIZED_OUTPUT": "0"},
+                env={
+                    **os.environ,
+                    "PYTHONUNBUFFERED": "1",
+                    "RCUTILS_COLORIZED_OUTPUT": "0",
+                    "PYTHONFAULTHANDLER": "1",  # SIGABRT prints every thread's stack (see interrupt)
+                },
             )
+        self.hang_report = ""
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
 
     def interrupt(self, timeout: float = 40.0) -> int | None:
-        """Ctrl-C: SIGINT to `ros2 launch` only (it forwards it to its nodes); the exit code or None."""
+        """Ctrl-C: SIGINT to `ros2 launch` only (it forwards it to its nodes); the exit code or None.
+
+        When it does not end, :attr:`hang_report` lists the processes still there, and `ros2 launch` is
+        made to print its threads' stacks (SIGABRT with PYTHONFAULTHANDLER) before everything is killed."""
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGINT)
         try:
             return self.process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
+            self.hang_report = "\n".join(processes_in_group(self.process.pid))
+            self.process.send_signal(signal.SIGABRT)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(timeout=5.0)
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
             return None
+
+
+def processes_in_group(group: int) -> list[str]:
+    """'pid state command' of each process in process group ``group`` (from /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            command = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue  # gone meanwhile
+        if int(fields[2]) == group:  # fields after the name: state, ppid, pgrp, ...
+            found.append(f"{stat.parent.name} {fields[0]} {command[:200]}")
+    return found
 
 
 def ros2(*args: str, timeout: float = 60.0) -> tuple[int, str]:
@@ -231,7 +259,9 @@ def instruct_and_see_it_move(watcher: Watcher, launch: Launch) -> None:
 def assert_clean_exit(launch: Launch) -> str:
     rc = launch.interrupt()
     output = launch.output()
-    assert rc == 0, f"ros2 launch exited with {rc}:\n{output[-3000:]}"
+    assert rc == 0, (
+        f"ros2 launch exited with {rc}:\n{output[-12000:]}\nstill running after Ctrl-C:\n{launch.hang_report}"
+    )
     assert "Traceback" not in output, output[-3000:]
     assert "process has died" not in output, output[-3000:]
     return output
