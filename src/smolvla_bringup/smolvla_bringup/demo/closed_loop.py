@@ -43,7 +43,7 @@ from smolvla_bringup.demo.record_expert import one_point_command
 from smolvla_common.qos import LATCHED, RELIABLE
 from smolvla_msgs.msg import ExecutorStatus, PolicyStatus
 from so100_driver.sim.expert import HOME, TOOL_SITE, GraspIK, plan_pick
-from so100_driver.sim.task import HELD_OUT_SEEDS_FROM
+from so100_driver.sim.task import HELD_OUT_SEEDS_FROM, Placement
 from so100_driver.sim_node import SimArmNode
 
 TASK = "pick up the red cube"
@@ -258,6 +258,21 @@ def wait_for_policy(scorer: ScorerNode, timeout: float) -> str:
     return ""
 
 
+def begin_episode(scorer: ScorerNode, sim: SimArmNode, stop_executor: bool) -> tuple[int, Placement]:
+    """Home the arm (the executor stopped first when it runs), reset the scene to the next placement and
+    wait until the reset is seen; the episode number and its placement."""
+    if stop_executor:
+        scorer.call("executor/stop")
+    scorer.command(HOME, time_from_start=1.5)
+    time.sleep(HOME_S)
+    scorer.call("arm/reset_episode")
+    episode, placement = sim.task.episode, sim.task.placement
+    # the reset's success=false arrives (a stale true cannot count); the cameras show the new placement
+    wait_until(lambda: scorer.success is False, 2.0)
+    time.sleep(0.3)
+    return episode, placement
+
+
 def run_episode(
     spec: RowSpec,
     scorer: ScorerNode,
@@ -273,15 +288,7 @@ def run_episode(
     ``ik`` plans the expert's grasp (expert rows only); ``on_tick`` is called at every command tick (30 Hz).
     """
     policy = spec.driver == "policy"
-    if policy:
-        scorer.call("executor/stop")
-    scorer.command(HOME, time_from_start=1.5)
-    time.sleep(HOME_S)
-    scorer.call("arm/reset_episode")
-    episode, placement = sim.task.episode, sim.task.placement
-    # the reset's success=false arrives (a stale true cannot count); the cameras show the new placement
-    wait_until(lambda: scorer.success is False, 2.0)
-    time.sleep(0.3)
+    episode, placement = begin_episode(scorer, sim, stop_executor=policy)
     before = scorer.counters()
     plan = None
     if not policy:

@@ -28,19 +28,18 @@ from std_msgs.msg import String
 import so100_driver.sim  # noqa: F401  (selects the headless GL backend before mujoco is imported)
 from smolvla_bringup.demo.closed_loop import (
     COMMAND_RATE_HZ,
-    HOME_S,
     TASK,
     Options,
     RowSpec,
     ScorerNode,
+    begin_episode,
     graph_parameters,
     start_row,
     wait_for_policy,
-    wait_until,
 )
 from smolvla_bringup.demo.model import checkpoint_cameras
 from smolvla_common.recorder_node import RecorderNode
-from so100_driver.sim.expert import CLOSED, HOME, OPEN, GraspIK, plan_takeover
+from so100_driver.sim.expert import CLOSED, OPEN, GraspIK, plan_takeover
 from so100_driver.sim.task import HELD_OUT_SEEDS_FROM
 from so100_driver.sim_node import SimArmNode
 
@@ -85,13 +84,7 @@ def record_takeover(
     scorer: ScorerNode, sim: SimArmNode, recorder: RecorderNode, ik: GraspIK, detector: StuckDetector
 ) -> TakeoverResult:
     """One episode: the policy tries; if it gets stuck, the expert takes over and the takeover is recorded."""
-    scorer.call("executor/stop")
-    scorer.command(HOME, time_from_start=1.5)
-    time.sleep(HOME_S)
-    scorer.call("arm/reset_episode")
-    episode = sim.task.episode
-    wait_until(lambda: scorer.success is False, 2.0)
-    time.sleep(0.3)
+    episode, _ = begin_episode(scorer, sim, stop_executor=True)
     detector.reset()
     scorer.instruction.publish(String(data=TASK))
     scorer.call("executor/start")
