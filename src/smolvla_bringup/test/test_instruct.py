@@ -91,9 +91,10 @@ def test_cli_delivers_latched_instruction_to_a_listener_that_joins_after_the_pub
     Both run in their own processes, as a user's `smolvla-instruct` and the policy node do. A second
     participant joining late in the test process itself was not matched within the 15 s linger in 2 of 4
     runs here; with only the listener apart, the CLI in the test process (which by then had created and
-    destroyed hundreds of participants) still missed it in 3 of 13 fresh-clone CI runs. The linger is 15 s: Fast DDS
-    announces a new participant a few times, then every 3 s, and a loaded CI machine once needed more than
-    5.5 s; the CLI's semantics, not discovery's speed, is what this test is about. Own domain, as above."""
+    destroyed hundreds of participants) still missed it in 3 of 13 fresh-clone CI runs. The linger is
+    15 s: Fast DDS announces a new participant a few times, then every 3 s, and a loaded CI machine once
+    needed more than 5.5 s; the CLI's semantics, not discovery's speed, is what this test is about. Own
+    domain, as above."""
     monkeypatch.setenv("ROS_DOMAIN_ID", "100")
     listener = subprocess.Popen(
         [sys.executable, "-c", LATE_LISTENER, "1.0", "25"], stdout=subprocess.PIPE, text=True
