@@ -8,12 +8,19 @@ The id is read by rclpy when a test initialises its context, and inherited by su
 import itertools
 import os
 import random
+import signal
 
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+
+# A test session started in the background by a script (`make test &`, nohup) inherits SIGINT ignored and
+# hands that down to every process it starts; `ros2 launch` keeps an ignored SIGINT ignored, so the Ctrl-C
+# of the launch tests would do nothing. Tests run as from a terminal: SIGINT handled.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 #: domain ids no other test uses, for a test that must see discovery in a domain nothing ever ran in (a
 #: participant leaked by an earlier test in a reused domain can take the localhost discovery ports)
