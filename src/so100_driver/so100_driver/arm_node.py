@@ -147,14 +147,14 @@ class ArmNode(Node):
         self._publish_status()
         return ok, message
 
-    def _torque_on_at_start(self, first: bool = False) -> None:
+    def _torque_on_at_start(self) -> None:
         """enable_torque_on_start: torque on, asked again (up to START_TORQUE_ATTEMPTS times,
         START_TORQUE_RETRY_S apart) while only a bus transfer failed: one late reply on a loaded machine
         must not leave the arm limp. A calibration mismatch, a moving arm or a joint out of range is not
         asked again, and neither is anything after a torque request on the service."""
         with self._start_torque_lock:
-            if not first and self._start_torque_retry_at is None:
-                return  # a torque request on the service came first
+            if self._start_torque_attempts and self._start_torque_retry_at is None:
+                return  # a torque request on the service came between two attempts
             self._start_torque_attempts += 1
             attempt = self._start_torque_attempts
             retrying = ""
@@ -192,7 +192,7 @@ class ArmNode(Node):
                 with controller.lock:
                     controller.resume_torque = True
         elif self.enable_on_start and not controller.calibration_problems:
-            self._torque_on_at_start(first=True)
+            self._torque_on_at_start()
         self._log_events()
         self._publish_status(periodic=True)
 
