@@ -90,6 +90,7 @@ class ArmNode(Node):
         self._start_torque_lock = threading.Lock()
         self._start_torque_attempts = 0
         self._start_torque_retry_at: float | None = None  # monotonic time of the next start-up torque-on
+        self._start_torque_cancelled = False  # a torque request came on the service: no start-up torque-on
 
         self.state_pub = self.create_publisher(JointState, "joint_states", 10)
         self.commanded_pub = self.create_publisher(JointState, "~/commanded", 10)
@@ -128,7 +129,8 @@ class ArmNode(Node):
 
     def _on_torque(self, request: SetBool.Request, response: SetBool.Response) -> SetBool.Response:
         with self._start_torque_lock:
-            self._start_torque_retry_at = None  # a torque request from outside replaces the start-up one
+            self._start_torque_cancelled = True  # a torque request from outside replaces the start-up one
+            self._start_torque_retry_at = None
             response.success, response.message = self._set_torque(request.data)
         return response
 
@@ -151,10 +153,11 @@ class ArmNode(Node):
         """enable_torque_on_start: torque on, asked again (up to START_TORQUE_ATTEMPTS times,
         START_TORQUE_RETRY_S apart) while only a bus transfer failed: one late reply on a loaded machine
         must not leave the arm limp. A calibration mismatch, a moving arm or a joint out of range is not
-        asked again, and neither is anything after a torque request on the service."""
+        asked again, and nothing is done after a torque request on the service (one may come while the
+        node still connects, before the first attempt)."""
         with self._start_torque_lock:
-            if self._start_torque_attempts and self._start_torque_retry_at is None:
-                return  # a torque request on the service came between two attempts
+            if self._start_torque_cancelled:
+                return
             self._start_torque_attempts += 1
             attempt = self._start_torque_attempts
             retrying = ""
@@ -188,9 +191,10 @@ class ArmNode(Node):
         controller = self.controller
         if not controller.connect(self._now()):
             self.get_logger().error(f"servo bus not available, retrying: {controller.connect_error}")
-            if self.enable_on_start:  # torque on once the bus answers (the arm plugged in or powered later)
-                with controller.lock:
-                    controller.resume_torque = True
+            with self._start_torque_lock:  # torque on once the bus answers (plugged in or powered later)
+                if self.enable_on_start and not self._start_torque_cancelled:
+                    with controller.lock:
+                        controller.resume_torque = True
         elif self.enable_on_start and not controller.calibration_problems:
             self._torque_on_at_start()
         self._log_events()

@@ -325,6 +325,22 @@ def test_a_torque_off_request_ends_the_start_up_retries(running, emu):
     assert not probe.log_lines("(2/10)")
 
 
+def test_a_torque_off_request_while_connecting_cancels_the_start_up_torque_on(running, emu):
+    """Torque off asked before the start-up torque-on (the node still connects through a slow adapter): the
+    start-up torque-on never comes, the arm stays limp."""
+    emu.faults.delay_replies(0.05)  # every reply 50 ms late, within bus_timeout_ms: connecting takes seconds
+    node, probe = running(enable_torque_on_start=True)
+    assert probe.torque.wait_for_service(timeout_sec=5.0)
+    assert node.controller.state == ArmState.DISCONNECTED  # the request below is answered after connect
+    assert probe.set_torque(False, timeout=30.0).success
+    emu.faults.clear()
+    time.sleep(1.0)
+    assert not any(emu.servo(i).torque_enabled for i in range(1, 7))
+    assert probe.wait(lambda: probe.arm_status and probe.arm_status[-1].state == ArmStatus.STATE_IDLE)
+    assert probe.arm_status[-1].epoch == 0
+    assert not probe.log_lines("torque on:")
+
+
 def test_shutdown_with_torque_left_on_says_so(running, emu):
     node, probe = running(torque_off_on_shutdown=False)
     assert probe.wait(lambda: probe.states)
