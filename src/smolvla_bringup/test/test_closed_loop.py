@@ -18,21 +18,33 @@ from smolvla_bringup.demo.closed_loop import (
 )
 from smolvla_bringup.demo.model import checkpoint_cameras
 from so100_driver.sim.expert import ExpertTiming
-from so100_driver.sim.task import HELD_OUT_SEEDS_FROM
+from so100_driver.sim.task import HELD_OUT_SEEDS_FROM, placements
 
 EXPERT_PLAN_S = sum(
     getattr(ExpertTiming(), phase) for phase in ("approach", "descend", "close", "lift", "hold")
 )
 
 
-def test_the_expert_succeeds_on_held_out_placements_and_is_timed():
+def test_the_expert_succeeds_on_held_out_placements_and_is_timed(tmp_path):
+    # an extra parameter file (--params) applies after the row's own: here it picks another task seed
+    extra = tmp_path / "extra.yaml"
+    extra.write_text(f"/**/arm:\n  ros__parameters:\n    task_seed: {HELD_OUT_SEEDS_FROM + 1}\n")
     options = Options(
-        checkpoint="", episodes=2, timeout_s=15.0, cameras=("top",), image_size=(48, 64), camera_fps=5.0
+        checkpoint="",
+        episodes=2,
+        timeout_s=15.0,
+        cameras=("top",),
+        image_size=(48, 64),
+        camera_fps=5.0,
+        extra_params=(str(extra),),
     )
     result = score_row(RowSpec("expert"), options)
     assert not result.error
     assert [e.success for e in result.episodes] == [True, True], result.episodes
     assert [e.episode for e in result.episodes] == [2, 3]  # the startup placement (1) is never scored
+    scored = [float(part.split("=")[1]) for e in result.episodes for part in e.placement.split()]
+    expected = [value for p in placements(HELD_OUT_SEEDS_FROM + 1, 3)[1:] for value in (p.x, p.y, p.yaw)]
+    assert scored == pytest.approx(expected, abs=2e-3)  # the report rounds to 3 decimals
     for episode in result.episodes:
         # success needs the cube held up for 1 s: not before the lift, and before the plan ends
         assert 3.0 < episode.time_to_success_s < EXPERT_PLAN_S, episode
@@ -71,6 +83,7 @@ def test_an_untrained_policy_fails_through_the_graph(tiny_checkpoint_factory):
         (["--seed", str(HELD_OUT_SEEDS_FROM - 1)], "training seeds"),
         (["--modes", "fast"], "--modes"),
         (["--latencies", "0,-0.3"], "must be >= 0"),
+        (["--params", "no/such/executor.yaml"], "--params no/such/executor.yaml: no such file"),
     ],
 )
 def test_bad_command_lines_are_refused(argv, message, capsys):

@@ -199,6 +199,7 @@ class Options:
     image_size: tuple[int, int] = (256, 256)  # (height, width) rendered by the sim
     camera_fps: float = 15.0
     load_timeout_s: float = 120.0
+    extra_params: tuple[str, ...] = ()  # parameter files applied after the row's own (``--params``)
     log: Callable[[str], None] = print
 
 
@@ -235,7 +236,7 @@ def start_row(spec: RowSpec, options: Options, params_file: Path):
 
     files, nodes = graph.graph("sim")
     keep = (graph.SIM,) if spec.driver == "expert" else (graph.SIM, graph.POLICY, graph.EXECUTOR)
-    runner = Runner([n for n in nodes if n in keep], [*files, params_file])
+    runner = Runner([n for n in nodes if n in keep], [*files, params_file, *options.extra_params])
     runner.start()
     scorer = ScorerNode(runner.context)
     runner.add_node(scorer)
@@ -436,7 +437,18 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--device", default="cpu", help="torch device of the policy")
     parser.add_argument("--load-timeout", type=float, default=120.0, help="seconds for the model to load")
     parser.add_argument("--report-dir", default="reports", help="where closed-loop-<time>/ is written")
+    parser.add_argument(
+        "--params",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="ROS parameter YAML applied after the row's own, to score another configuration (for example "
+        "the executor's threshold or blend); repeatable",
+    )
     args = parser.parse_args(argv)
+    missing = [f for f in args.params if not Path(f).is_file()]
+    if missing:
+        parser.error(f"--params {missing[0]}: no such file")
     if args.seed < HELD_OUT_SEEDS_FROM:
         parser.error(
             f"--seed {args.seed}: seeds below {HELD_OUT_SEEDS_FROM} are record_expert's training seeds"
@@ -483,6 +495,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         cameras=cameras,
         image_size=size,
         load_timeout_s=args.load_timeout,
+        extra_params=tuple(str(Path(f).resolve()) for f in args.params),
     )
     results = score(row_specs(args), options)
     command = "python benchmarks/bench_closed_loop.py " + " ".join(sys.argv[1:] if argv is None else argv)
