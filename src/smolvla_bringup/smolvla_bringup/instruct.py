@@ -44,30 +44,47 @@ def validate_instruction(text: str) -> str:
 def publish_instruction(
     text: str, topic: str = "/instruction", wait_s: float = 5.0, linger_s: float = 1.0, args=None
 ) -> int:
-    """Publish one latched instruction; return how many subscribers received it (the most matched at
-    once until the linger ended: a late joiner gets the latched message when it matches)."""
+    """Publish one latched instruction; return how many subscribers received it: those matched when it
+    was published plus every match until the linger ended (a late joiner gets the latched message when it
+    matches). Matches are counted from the publisher's matched events, so a subscriber that joins, takes
+    the message and leaves between two looks at the current count is counted too."""
     import rclpy
     from rclpy.duration import Duration
+    from rclpy.event_handler import PublisherEventCallbacks
+    from rclpy.executors import SingleThreadedExecutor
     from std_msgs.msg import String
+
+    matches = [0]  # cumulative matches reported by the middleware
+
+    def on_matched(status) -> None:
+        matches[0] = max(matches[0], status.total_count)
 
     context = rclpy.Context()
     rclpy.init(args=args, context=context)
     node = rclpy.create_node("smolvla_instruct", context=context)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+
+    def spin_until(deadline: float, done=lambda: False) -> None:
+        while not done() and time.monotonic() < deadline:
+            executor.spin_once(timeout_sec=0.05)
+
     try:
-        publisher = node.create_publisher(String, topic, latched_qos())
-        deadline = time.monotonic() + wait_s
-        while publisher.get_subscription_count() == 0 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        callbacks = PublisherEventCallbacks(matched=on_matched)
+        publisher = node.create_publisher(String, topic, latched_qos(), event_callbacks=callbacks)
+        spin_until(time.monotonic() + wait_s, lambda: publisher.get_subscription_count() > 0)
+        executor.spin_once(timeout_sec=0.0)  # take match events still pending
+        matches_before = matches[0]
         publisher.publish(String(data=text))
-        matched = publisher.get_subscription_count()
-        deadline = time.monotonic() + linger_s
-        while time.monotonic() < deadline:
-            matched = max(matched, publisher.get_subscription_count())
-            time.sleep(0.05)
-        if matched:  # reliable: wait until every subscriber acknowledged it (bounded)
+        matched_at_publish = publisher.get_subscription_count()
+        spin_until(time.monotonic() + linger_s)
+        executor.spin_once(timeout_sec=0.0)
+        received = matched_at_publish + matches[0] - matches_before
+        if publisher.get_subscription_count():  # reliable: wait until every subscriber acknowledged it
             publisher.wait_for_all_acked(Duration(seconds=1.0))
-        return matched
+        return received
     finally:
+        executor.shutdown()
         node.destroy_node()
         rclpy.shutdown(context=context)
 
