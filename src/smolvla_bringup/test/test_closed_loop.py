@@ -12,7 +12,9 @@ import pytest
 from smolvla_bringup.demo.closed_loop import (
     Options,
     RowSpec,
+    graph_parameters,
     parse_args,
+    row_specs,
     score_row,
     table,
 )
@@ -65,6 +67,7 @@ def test_an_untrained_policy_fails_through_the_graph(tiny_checkpoint_factory):
         cameras=cameras,
         image_size=size,
         camera_fps=10.0,
+        noise_seed=3,  # the node takes the seed (a bad value would leave it in error: no chunks)
     )
     result = score_row(RowSpec("policy", "async", 0.0), options)
     assert not result.error, result.error
@@ -75,6 +78,16 @@ def test_an_untrained_policy_fails_through_the_graph(tiny_checkpoint_factory):
     summary = result.summary()
     assert (summary["successes"], summary["episodes"]) == (0, 1)
     assert "0/1 (0%)" in table([result])
+
+
+def test_row_parameters_carry_mode_latency_and_noise_seed():
+    args = parse_args(["--noise-seed", "5", "--modes", "sync", "--latencies", "0.3"])
+    (spec,) = row_specs(args)
+    params = graph_parameters(spec, Options(checkpoint="ckpt", noise_seed=args.noise_seed))
+    policy = params["/**/policy"]["ros__parameters"]
+    assert (policy["noise_seed"], policy["added_latency_s"]) == (5, 0.3)
+    assert params["/**/executor"]["ros__parameters"]["mode"] == "sync"
+    assert parse_args([]).noise_seed == -1  # fresh noise unless asked
 
 
 @pytest.mark.parametrize(

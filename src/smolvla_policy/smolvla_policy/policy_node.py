@@ -91,6 +91,7 @@ PARAMETERS: dict[str, tuple[object, str]] = {
     "status_period_s": (1.0, "PolicyStatus and /diagnostics period"),
     "warmup": (True, "run one inference on blank inputs after loading"),
     "added_latency_s": (0.0, "hold each chunk back this long after inference (s), counted in its latency"),
+    "noise_seed": (-1, "seed of the sampling noise, for repeatable evaluations; -1: fresh noise each run"),
 }
 
 
@@ -319,6 +320,7 @@ class PolicyNode(Node):
         if p["warmup"]:
             images = {k: np.zeros((s[1], s[2], 3), np.uint8) for k, s in info.image_shapes.items()}
             runtime.model.predict_chunk(images, np.zeros(info.state_dim), "warm up")
+        runtime.model.seed_noise(None if p["noise_seed"] < 0 else p["noise_seed"])
         self.runtime = runtime
         message = f"ready: {len(info.image_keys)} cameras, {info.state_dim} joints, {runtime.fps:g} fps"
         if runtime.warnings:

@@ -200,6 +200,7 @@ class Options:
     camera_fps: float = 15.0
     load_timeout_s: float = 120.0
     extra_params: tuple[str, ...] = ()  # parameter files applied after the row's own (``--params``)
+    noise_seed: int = -1  # the policy's sampling noise seed (-1: fresh noise)
     log: Callable[[str], None] = print
 
 
@@ -224,6 +225,7 @@ def graph_parameters(spec: RowSpec, options: Options) -> dict:
                 "image_resize": "resize",
                 "max_observation_age_s": 2.0,
                 "added_latency_s": float(spec.added_latency_s),
+                "noise_seed": options.noise_seed,
             }
         }
         params["/**/executor"] = {"ros__parameters": {"mode": spec.mode, "start_on_launch": False}}
@@ -429,6 +431,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         default=HELD_OUT_SEEDS_FROM,
         help=f"task seed of the placements (held out: >= {HELD_OUT_SEEDS_FROM})",
     )
+    parser.add_argument(
+        "--noise-seed",
+        type=int,
+        default=-1,
+        help="seed of the policy's sampling noise in every row (its noise_seed); -1 (default): fresh noise",
+    )
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds per episode before a failure")
     parser.add_argument("--modes", default="sync,async", help="executor modes, comma-separated")
     parser.add_argument("--latencies", default="0", help="added inference latencies (s), comma-separated")
@@ -496,6 +504,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         image_size=size,
         load_timeout_s=args.load_timeout,
         extra_params=tuple(str(Path(f).resolve()) for f in args.params),
+        noise_seed=args.noise_seed,
     )
     results = score(row_specs(args), options)
     command = "python benchmarks/bench_closed_loop.py " + " ".join(sys.argv[1:] if argv is None else argv)

@@ -60,6 +60,7 @@ class SmolVLA:
         self._num_params = net.num_parameters
         self._use_cuda_graph = False
         self._graphs: dict = {}
+        self._noise_generator: torch.Generator | None = None
 
     # ------------------------------------------------------------------------------------------ loading
     @classmethod
@@ -159,6 +160,14 @@ class SmolVLA:
         return self.config.fps
 
     # ------------------------------------------------------------------------------------------ inference
+    def seed_noise(self, seed: int | None) -> None:
+        """Draw the flow-matching noise of every later call without explicit noise from a generator seeded
+        with `seed` (the same inputs then give the same chunks, call after call); None: torch's global RNG."""
+        if seed is None:
+            self._noise_generator = None
+        else:
+            self._noise_generator = torch.Generator().manual_seed(int(seed))
+
     def predict_chunk(
         self,
         images: Mapping[str, np.ndarray],
@@ -306,7 +315,11 @@ class SmolVLA:
         cache = net.fill_cache(prefix, pad, flags)
 
         if noise is None:
-            x = torch.randn(batch, cfg.chunk_size, cfg.max_action_dim, dtype=torch.float32, device=device)
+            shape = (batch, cfg.chunk_size, cfg.max_action_dim)
+            if self._noise_generator is None:
+                x = torch.randn(shape, dtype=torch.float32, device=device)
+            else:  # a CPU generator: the same draws on every device
+                x = torch.randn(shape, dtype=torch.float32, generator=self._noise_generator).to(device)
         else:
             x = noise.to(device=device, dtype=torch.float32).clone()
         if self._use_cuda_graph and rtc is None:
