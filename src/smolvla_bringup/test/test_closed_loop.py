@@ -80,14 +80,15 @@ def test_an_untrained_policy_fails_through_the_graph(tiny_checkpoint_factory):
     assert "0/1 (0%)" in table([result])
 
 
-def test_row_parameters_carry_mode_latency_and_noise_seed():
-    args = parse_args(["--noise-seed", "5", "--modes", "sync", "--latencies", "0.3"])
+def test_row_parameters_carry_mode_latency_and_noise_settings():
+    args = parse_args(["--noise-seed", "5", "--noise-scale", "0", "--modes", "sync", "--latencies", "0.3"])
     (spec,) = row_specs(args)
-    params = graph_parameters(spec, Options(checkpoint="ckpt", noise_seed=args.noise_seed))
+    options = Options(checkpoint="ckpt", noise_seed=args.noise_seed, noise_scale=args.noise_scale)
+    params = graph_parameters(spec, options)
     policy = params["/**/policy"]["ros__parameters"]
-    assert (policy["noise_seed"], policy["added_latency_s"]) == (5, 0.3)
+    assert (policy["noise_seed"], policy["noise_scale"], policy["added_latency_s"]) == (5, 0.0, 0.3)
     assert params["/**/executor"]["ros__parameters"]["mode"] == "sync"
-    assert parse_args([]).noise_seed == -1  # fresh noise unless asked
+    assert (parse_args([]).noise_seed, parse_args([]).noise_scale) == (-1, 1.0)  # LeRobot's sampling
 
 
 @pytest.mark.parametrize(
@@ -97,6 +98,7 @@ def test_row_parameters_carry_mode_latency_and_noise_seed():
         (["--modes", "fast"], "--modes"),
         (["--latencies", "0,-0.3"], "must be >= 0"),
         (["--params", "no/such/executor.yaml"], "--params no/such/executor.yaml: no such file"),
+        (["--noise-scale", "-1"], "--noise-scale -1.0: must be >= 0"),
     ],
 )
 def test_bad_command_lines_are_refused(argv, message, capsys):

@@ -12,6 +12,7 @@ from; camera frames are checked against ``max_observation_age_s`` separately) an
 
 from __future__ import annotations
 
+import math
 import sys
 import threading
 import time
@@ -92,6 +93,7 @@ PARAMETERS: dict[str, tuple[object, str]] = {
     "warmup": (True, "run one inference on blank inputs after loading"),
     "added_latency_s": (0.0, "hold each chunk back this long after inference (s), counted in its latency"),
     "noise_seed": (-1, "seed of the sampling noise, for repeatable evaluations; -1: fresh noise each run"),
+    "noise_scale": (1.0, "scale of the sampling noise: 1 samples as LeRobot does, 0 = no noise (>= 0)"),
 }
 
 
@@ -127,6 +129,8 @@ class PolicyNode(Node):
         added_latency = float(self.p["added_latency_s"])
         problem = added_latency_problem(added_latency)
         require(problem is None, "added_latency_s", problem or "", added_latency)
+        scale = float(self.p["noise_scale"])
+        require(math.isfinite(scale) and scale >= 0, "noise_scale", "a finite number >= 0", scale)
         self.camera_features, self.camera_topics = camera_map(self.p["cameras"], self.p["camera_topics"])
         unknown = [c for c in self.p["compressed_cameras"] if c not in self.camera_features]
         require(not unknown, "compressed_cameras", f"cameras among {list(self.camera_features)}", unknown)
@@ -321,6 +325,7 @@ class PolicyNode(Node):
             images = {k: np.zeros((s[1], s[2], 3), np.uint8) for k, s in info.image_shapes.items()}
             runtime.model.predict_chunk(images, np.zeros(info.state_dim), "warm up")
         runtime.model.seed_noise(None if p["noise_seed"] < 0 else p["noise_seed"])
+        runtime.model.noise_scale = float(p["noise_scale"])
         self.runtime = runtime
         message = f"ready: {len(info.image_keys)} cameras, {info.state_dim} joints, {runtime.fps:g} fps"
         if runtime.warnings:

@@ -70,7 +70,7 @@ def test_properties_and_output(policy, tiny_checkpoint):
 
 def test_seeded_noise_repeats_a_sequence_of_chunks(tiny_checkpoint):
     """A seeded model gives the same sequence of sampled chunks after each reseed, another seed another one,
-    and explicit noise still wins; unseeding goes back to torch's global RNG."""
+    and explicit noise still wins; noise_scale 0 removes the noise; unseeding goes back to torch's RNG."""
     policy = SmolVLA.from_pretrained(tiny_checkpoint)
     images, state, noise = observation(policy)
 
@@ -88,6 +88,13 @@ def test_seeded_noise_repeats_a_sequence_of_chunks(tiny_checkpoint):
         policy.predict_chunk(images, state, TASK, noise=noise),
         SmolVLA.from_pretrained(tiny_checkpoint).predict_chunk(images, state, TASK, noise=noise),
     )
+    # noise_scale 0: every chunk starts from the mean of the noise, whatever the seed
+    policy.noise_scale = 0.0
+    np.testing.assert_array_equal(two_chunks(7)[0], two_chunks(8)[1])
+    np.testing.assert_array_equal(
+        two_chunks(7)[0], policy.predict_chunk(images, state, TASK, noise=np.zeros_like(noise))
+    )
+    policy.noise_scale = 1.0
     policy.seed_noise(None)
     torch.manual_seed(7)
     unseeded = policy.predict_chunk(images, state, TASK)

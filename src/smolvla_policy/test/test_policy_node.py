@@ -457,6 +457,7 @@ def test_checkpoint_errors_keep_the_node_alive_in_error_state(rig_factory, param
             {"added_latency_s": -0.1},
             "parameter 'added_latency_s': expected a finite value >= 0 (s), got -0.1",
         ),
+        ({"noise_scale": -0.5}, "parameter 'noise_scale': expected a finite number >= 0, got -0.5"),
     ],
 )
 def test_bad_parameters_refuse_to_start_with_the_parameter_named(params, message):

@@ -201,6 +201,7 @@ class Options:
     load_timeout_s: float = 120.0
     extra_params: tuple[str, ...] = ()  # parameter files applied after the row's own (``--params``)
     noise_seed: int = -1  # the policy's sampling noise seed (-1: fresh noise)
+    noise_scale: float = 1.0  # the policy's noise_scale (1: sampling as LeRobot does)
     log: Callable[[str], None] = print
 
 
@@ -226,6 +227,7 @@ def graph_parameters(spec: RowSpec, options: Options) -> dict:
                 "max_observation_age_s": 2.0,
                 "added_latency_s": float(spec.added_latency_s),
                 "noise_seed": options.noise_seed,
+                "noise_scale": options.noise_scale,
             }
         }
         params["/**/executor"] = {"ros__parameters": {"mode": spec.mode, "start_on_launch": False}}
@@ -437,6 +439,13 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         default=-1,
         help="seed of the policy's sampling noise in every row (its noise_seed); -1 (default): fresh noise",
     )
+    parser.add_argument(
+        "--noise-scale",
+        type=float,
+        default=1.0,
+        help="scale of the policy's sampling noise in every row (its noise_scale): 1 (default) samples as "
+        "LeRobot does, 0 starts each chunk from the noise's mean",
+    )
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds per episode before a failure")
     parser.add_argument("--modes", default="sync,async", help="executor modes, comma-separated")
     parser.add_argument("--latencies", default="0", help="added inference latencies (s), comma-separated")
@@ -461,6 +470,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         parser.error(
             f"--seed {args.seed}: seeds below {HELD_OUT_SEEDS_FROM} are record_expert's training seeds"
         )
+    if not args.noise_scale >= 0:
+        parser.error(f"--noise-scale {args.noise_scale}: must be >= 0")
     if args.episodes < 1 or args.timeout <= 0:
         parser.error("--episodes must be >= 1 and --timeout > 0")
     try:
@@ -505,6 +516,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         load_timeout_s=args.load_timeout,
         extra_params=tuple(str(Path(f).resolve()) for f in args.params),
         noise_seed=args.noise_seed,
+        noise_scale=args.noise_scale,
     )
     results = score(row_specs(args), options)
     command = "python benchmarks/bench_closed_loop.py " + " ".join(sys.argv[1:] if argv is None else argv)

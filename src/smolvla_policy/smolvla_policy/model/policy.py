@@ -61,6 +61,9 @@ class SmolVLA:
         self._use_cuda_graph = False
         self._graphs: dict = {}
         self._noise_generator: torch.Generator | None = None
+        #: scales the drawn noise (not explicit noise): 1 samples as LeRobot does, 0 starts every chunk from
+        #: the noise distribution's mean (the same chunk for the same observation)
+        self.noise_scale = 1.0
 
     # ------------------------------------------------------------------------------------------ loading
     @classmethod
@@ -320,6 +323,8 @@ class SmolVLA:
                 x = torch.randn(shape, dtype=torch.float32, device=device)
             else:  # a CPU generator: the same draws on every device
                 x = torch.randn(shape, dtype=torch.float32, generator=self._noise_generator).to(device)
+            if self.noise_scale != 1.0:
+                x = x * self.noise_scale
         else:
             x = noise.to(device=device, dtype=torch.float32).clone()
         if self._use_cuda_graph and rtc is None:
