@@ -324,8 +324,9 @@ class PolicyNode(Node):
         if p["warmup"]:
             images = {k: np.zeros((s[1], s[2], 3), np.uint8) for k, s in info.image_shapes.items()}
             runtime.model.predict_chunk(images, np.zeros(info.state_dim), "warm up")
-        runtime.model.seed_noise(None if p["noise_seed"] < 0 else p["noise_seed"])
-        runtime.model.noise_scale = float(p["noise_scale"])
+        if hasattr(runtime.model, "seed_noise"):  # a SmolVLA (an attached analytic model samples nothing)
+            runtime.model.seed_noise(None if p["noise_seed"] < 0 else p["noise_seed"])
+            runtime.model.noise_scale = float(p["noise_scale"])
         self.runtime = runtime
         message = f"ready: {len(info.image_keys)} cameras, {info.state_dim} joints, {runtime.fps:g} fps"
         if runtime.warnings:
