@@ -40,20 +40,29 @@ fi
 PY="$VENV/bin/python"
 
 # --- 2.-5. dependencies, wheel path repair, ros2 CLI, colcon build --------------------------------
-# The workspace build needs only the ROS wheels and the build tools, so it runs while pip installs the
-# rest (torch, MuJoCo, ...); the packages are then byte-compiled on every core (pip compiles on one) while the
-# ros2 command is installed.
+# pip installs everything before the workspace build starts: a build running while pip writes site-packages
+# imported a half-installed module (lark imports `regex` when it is there; transformers brings it) and failed
+# in a fresh-clone CI run. The packages are byte-compiled on every core (pip compiles on one) during the build
+# and while the ros2 command is installed (compileall writes each .pyc atomically).
 ROS_WHEELS="requirements/ros-wheels-$SMOLVLA_DISTRO.txt"
 deps_hash="$( { echo "$SMOLVLA_DISTRO"; cat requirements.txt requirements/*.txt scripts/fix_ros_wheel_paths.py;
                 [ -f "$ROS2_CLI/install.sh" ] && cat "$ROS2_CLI/install.sh"; } | sha256sum | cut -d' ' -f1)"
 deps_changed=
 [ "$(cat "$VENV/.deps-hash" 2>/dev/null)" = "$deps_hash" ] || deps_changed=1
 PIP_INSTALL=(install --disable-pip-version-check -q --no-compile)
+compile_pid=
 if [ -n "$deps_changed" ]; then
   log "installing the ROS 2 $SMOLVLA_DISTRO wheels (first run: a few minutes in all)"
   # (ros-build-tools.txt pins what the build imports, so the second pip run below never replaces it)
   quiet_pip "${PIP_INSTALL[@]}" -r "$ROS_WHEELS"
   "$PY" scripts/fix_ros_wheel_paths.py "$VENV"
+  log "installing the pinned Python dependencies"
+  quiet_pip "${PIP_INSTALL[@]}" -r requirements.txt
+  quiet_pip "${PIP_INSTALL[@]}" --no-deps -r requirements/nodeps.txt
+  log "byte-compiling the installed packages in the background"
+  "$PY" -m compileall -q -j 0 "$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" \
+    >/dev/null 2>&1 &  # (a few packages ship files for other Python versions; pip skips them too)
+  compile_pid=$!
 else
   log "dependencies up to date"
 fi
@@ -65,38 +74,23 @@ src_hash="$( { find src -type f ! -path '*/__pycache__/*' ! -name '*.pyc' | LC_A
                          -o -name '*.msg' -o -name '*.srv' \) -type f | LC_ALL=C sort | xargs cat;
                cat colcon.meta; echo "$deps_hash"; } | sha256sum | cut -d' ' -f1)"
 INSTALL="$SMOLVLA_INSTALL"
-build_pid=
 if [ "$(cat "$INSTALL/.build-hash" 2>/dev/null)" != "$src_hash" ] || [ ! -f "$INSTALL/setup.bash" ]; then
   for tool in cmake cc c++; do
     command -v "$tool" >/dev/null || die "'$tool' not found: building smolvla_msgs needs CMake and a C/C++ compiler (Debian/Ubuntu: sudo apt install cmake g++)"
   done
-  log "building the workspace with colcon (ROS 2 $SMOLVLA_DISTRO) in the background"
+  log "building the workspace with colcon (ROS 2 $SMOLVLA_DISTRO)"
   ( # shellcheck disable=SC1091
     source "$VENV/bin/activate"
     export AMENT_PREFIX_PATH="$VENV" CMAKE_PREFIX_PATH="$VENV"
     colcon --log-base "$SMOLVLA_LOG" build --base-paths src --symlink-install --metas colcon.meta \
       --build-base "$SMOLVLA_BUILD" --install-base "$INSTALL" \
       --event-handlers console_cohesion- summary- console_start_end- \
-      --cmake-args "-DPython3_EXECUTABLE=$VENV/bin/python" -DBUILD_TESTING=OFF >/dev/null ) &
-  build_pid=$!
-else
-  log "workspace build up to date"
-fi
-
-compile_pid=
-if [ -n "$deps_changed" ]; then
-  log "installing the pinned Python dependencies"
-  quiet_pip "${PIP_INSTALL[@]}" -r requirements.txt
-  quiet_pip "${PIP_INSTALL[@]}" --no-deps -r requirements/nodeps.txt
-  log "byte-compiling the installed packages in the background"
-  "$PY" -m compileall -q -j 0 "$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" \
-    >/dev/null 2>&1 &  # (a few packages ship files for other Python versions; pip skips them too)
-  compile_pid=$!
-fi
-if [ -n "$build_pid" ]; then
-  wait "$build_pid" || die "colcon build failed; see ${SMOLVLA_LOG#"$ROOT"/}/latest_build"
+      --cmake-args "-DPython3_EXECUTABLE=$VENV/bin/python" -DBUILD_TESTING=OFF >/dev/null ) \
+    || die "colcon build failed; see ${SMOLVLA_LOG#"$ROOT"/}/latest_build"
   echo "$src_hash" > "$INSTALL/.build-hash"
   log "workspace built"
+else
+  log "workspace build up to date"
 fi
 if [ -n "$deps_changed" ]; then
   # After the build: it replaces the `lark` module that the message generators import.
