@@ -7,8 +7,11 @@ cheap.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from smolvla_bringup.demo import learning_curve
 from smolvla_bringup.demo.closed_loop import (
     Options,
     RowSpec,
@@ -91,6 +94,19 @@ def test_row_parameters_carry_mode_latency_and_noise_settings():
     assert (parse_args([]).noise_seed, parse_args([]).noise_scale) == (-1, 1.0)  # LeRobot's sampling
 
 
+def test_the_learning_curve_scores_each_checkpoint_with_the_noise_settings_given(tmp_path, capsys):
+    (tmp_path / "train" / "checkpoints").mkdir(parents=True)
+    args = learning_curve.parse_args([str(tmp_path), "--noise-scale", "0", "--noise-seed", "4"])
+    shipped = Path(__file__).resolve().parents[3] / "checkpoints" / "sim-pick-cube"
+    options = learning_curve.closed_loop_options(args, shipped)
+    assert (options.noise_scale, options.noise_seed) == (0.0, 4)
+    assert (options.cameras, options.image_size) == checkpoint_cameras(str(shipped))
+    assert learning_curve.parse_args([str(tmp_path)]).noise_scale == 1.0  # LeRobot's sampling by default
+    with pytest.raises(SystemExit):
+        learning_curve.parse_args([str(tmp_path), "--noise-scale", "nan"])
+    assert "--noise-scale nan: must be a finite number >= 0" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
@@ -98,7 +114,8 @@ def test_row_parameters_carry_mode_latency_and_noise_settings():
         (["--modes", "fast"], "--modes"),
         (["--latencies", "0,-0.3"], "must be >= 0"),
         (["--params", "no/such/executor.yaml"], "--params no/such/executor.yaml: no such file"),
-        (["--noise-scale", "-1"], "--noise-scale -1.0: must be >= 0"),
+        (["--noise-scale", "-1"], "--noise-scale -1.0: must be a finite number >= 0"),
+        (["--noise-scale", "inf"], "--noise-scale inf: must be a finite number >= 0"),
     ],
 )
 def test_bad_command_lines_are_refused(argv, message, capsys):

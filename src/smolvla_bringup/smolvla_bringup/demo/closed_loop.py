@@ -421,6 +421,29 @@ def write_report(results: Sequence[RowResult], options: Options, folder: Path, c
 # ------------------------------------------------------------------------------------------------ CLI
 
 
+def add_noise_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--noise-seed`` and ``--noise-scale``: the policy's sampling noise in every scored episode."""
+    parser.add_argument(
+        "--noise-seed",
+        type=int,
+        default=-1,
+        help="seed of the policy's sampling noise (its noise_seed); -1 (default): fresh noise",
+    )
+    parser.add_argument(
+        "--noise-scale",
+        type=float,
+        default=1.0,
+        help="scale of the policy's sampling noise (its noise_scale): 1 (default) samples as LeRobot does, "
+        "0 starts each chunk from the noise's mean (repeatable scores)",
+    )
+
+
+def check_noise_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse what the policy node would refuse, before any node starts."""
+    if not (args.noise_scale >= 0 and math.isfinite(args.noise_scale)):
+        parser.error(f"--noise-scale {args.noise_scale}: must be a finite number >= 0")
+
+
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
     parser.add_argument(
@@ -433,19 +456,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         default=HELD_OUT_SEEDS_FROM,
         help=f"task seed of the placements (held out: >= {HELD_OUT_SEEDS_FROM})",
     )
-    parser.add_argument(
-        "--noise-seed",
-        type=int,
-        default=-1,
-        help="seed of the policy's sampling noise in every row (its noise_seed); -1 (default): fresh noise",
-    )
-    parser.add_argument(
-        "--noise-scale",
-        type=float,
-        default=1.0,
-        help="scale of the policy's sampling noise in every row (its noise_scale): 1 (default) samples as "
-        "LeRobot does, 0 starts each chunk from the noise's mean",
-    )
+    add_noise_arguments(parser)
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds per episode before a failure")
     parser.add_argument("--modes", default="sync,async", help="executor modes, comma-separated")
     parser.add_argument("--latencies", default="0", help="added inference latencies (s), comma-separated")
@@ -470,8 +481,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         parser.error(
             f"--seed {args.seed}: seeds below {HELD_OUT_SEEDS_FROM} are record_expert's training seeds"
         )
-    if not args.noise_scale >= 0:
-        parser.error(f"--noise-scale {args.noise_scale}: must be >= 0")
+    check_noise_arguments(parser, args)
     if args.episodes < 1 or args.timeout <= 0:
         parser.error("--episodes must be >= 1 and --timeout > 0")
     try:

@@ -7,6 +7,7 @@ table and written to ``reports/learning-curve-<time>/``.
 
     python benchmarks/bench_learning_curve.py outputs/closed-loop --bags recordings/held-out/episode_* \
         --episodes 5 --every 1000
+    python benchmarks/bench_learning_curve.py outputs/closed-loop --episodes 20 --every 1000 --noise-scale 0
 """
 
 from __future__ import annotations
@@ -58,12 +59,24 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--stride", type=int, default=10, help="offline: one observation every N states")
     parser.add_argument("--seed", type=int, default=closed_loop.HELD_OUT_SEEDS_FROM, help="placements seed")
     parser.add_argument("--report-dir", default="reports")
+    closed_loop.add_noise_arguments(parser)
     args = parser.parse_args(argv)
+    closed_loop.check_noise_arguments(parser, args)
     if not (Path(args.run) / "train" / "checkpoints").is_dir():
         parser.error(f"{args.run}: no train/checkpoints (scripts/train_policy.py --output-dir)")
     if args.seed < closed_loop.HELD_OUT_SEEDS_FROM:
         parser.error(f"--seed {args.seed}: closed-loop placements must be held out (>= 1000)")
     return args
+
+
+def closed_loop_options(args: argparse.Namespace, model: Path) -> closed_loop.Options:
+    """How one checkpoint is scored in closed loop: the run's placements, timeout and sampling noise."""
+    cameras, size = checkpoint_cameras(str(model))
+    return closed_loop.Options(
+        checkpoint=str(model), episodes=args.episodes, seed=args.seed, timeout_s=args.timeout,
+        cameras=cameras, image_size=size, noise_seed=args.noise_seed, noise_scale=args.noise_scale,
+        log=lambda _: None,
+    )  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -76,11 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ]
     for step, model in steps.items():
         mae = offline_mae(model, args.bags, args.stride) if args.bags else None
-        cameras, size = checkpoint_cameras(str(model))
-        options = closed_loop.Options(
-            checkpoint=str(model), episodes=args.episodes, seed=args.seed, timeout_s=args.timeout,
-            cameras=cameras, image_size=size, log=lambda _: None,
-        )  # fmt: skip
+        options = closed_loop_options(args, model)
         row = closed_loop.score([closed_loop.RowSpec("policy", "async", 0.0)], options)[0].summary()
         median = row["median_time_to_success_s"]
         lines.append(
