@@ -107,6 +107,19 @@ def test_the_scripted_expert_solves_the_task(model):
     )
 
 
+def test_a_pick_that_ignores_the_cameras_succeeds_only_by_chance(model):
+    """The task needs the image: the expert's own pick, aimed at the middle of the region (yaw 0) whatever
+    the placement, as a policy blind to the cube would, lifts it on at most 2 of the 20 placements."""
+    region = TaskRegion()
+    middle = Placement(sum(region.x_range) / 2, sum(region.y_range) / 2, 0.0)
+    ik = GraspIK(model)
+    results = [run_episode(model, p, ik, aim=middle) for p in placements(EXPERT_SEED, EXPERT_EPISODES)]
+    lifted = [r.placement for r in results if r.success]
+    print(f"\nblind pick at {middle}: {len(lifted)}/{len(results)} placements lifted: {lifted}")
+    assert len(lifted) <= 2, f"a pick that ignores the cube's place lifted it at {lifted}"
+    assert run_episode(model, middle, ik, aim=middle).success  # the blind pick itself works where it aims
+
+
 def test_the_expert_takes_over_a_missed_grasp(model):
     """The takeover used for recovery data: the arm closed 3 cm beside the cube (as a policy that missed
     does), then the expert's pick from there lifts the cube on >= 7 of 8 placements."""

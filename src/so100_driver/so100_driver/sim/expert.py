@@ -154,12 +154,16 @@ class EpisodeResult:
     highest_lift: float  # m, the cube's highest rise above its resting height
 
 
-def run_episode(model: mujoco.MjModel, placement: Placement, ik: GraspIK | None = None) -> EpisodeResult:
-    """One episode straight on the physics (no ROS, no rendering): the expert's plan on a fresh arm."""
+def run_episode(
+    model: mujoco.MjModel, placement: Placement, ik: GraspIK | None = None, aim: Placement | None = None
+) -> EpisodeResult:
+    """One episode straight on the physics (no ROS, no rendering): the expert's plan on a fresh arm.
+    ``aim`` is where the plan picks (default: where the cube is; one fixed place for every episode is what
+    a policy that ignores the cameras can do at best)."""
     arm = SimArm(model, initial_positions=HOME)
     reset_episode(arm, placement)
     monitor = monitor_for(arm)
-    plan = plan_pick(ik or GraspIK(model), placement, float(arm.cube_position()[2]))
+    plan = plan_pick(ik or GraspIK(model), aim or placement, float(arm.cube_position()[2]))
     while arm.time < plan.duration:
         arm.control_step(plan.target(arm.time))
         monitor.update(arm.time, arm.cube_position())
