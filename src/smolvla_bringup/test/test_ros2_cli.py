@@ -248,7 +248,9 @@ def wait_ready(watcher: Watcher, launch: Launch, policy: bool = True) -> None:
 
 def instruct_and_see_it_move(watcher: Watcher, launch: Launch) -> None:
     start = len(watcher.states)
-    code, output = ros2("topic", "pub", "--once", "/instruction", *INSTRUCTION)
+    # --keep-alive: the CLI publishes once its side has matched the policy; under load the policy's side may
+    # match later, and the reliable writer must still be there to deliver (the default 0.1 s lost it in CI)
+    code, output = ros2("topic", "pub", "--once", "--keep-alive", "2", "/instruction", *INSTRUCTION)
     assert code == 0, output
     watcher.wait_for(
         lambda w: w.executor is not None and w.executor.executed_steps > 30, 90, "executed actions", launch

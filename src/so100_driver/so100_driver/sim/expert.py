@@ -158,8 +158,8 @@ def run_episode(
     model: mujoco.MjModel, placement: Placement, ik: GraspIK | None = None, aim: Placement | None = None
 ) -> EpisodeResult:
     """One episode straight on the physics (no ROS, no rendering): the expert's plan on a fresh arm.
-    ``aim`` is where the plan picks (default: where the cube is; one fixed place for every episode is what
-    a policy that ignores the cameras can do at best)."""
+    ``aim`` is where the plan picks (default: where the cube is; one fixed place for every episode is a
+    policy that ignores the cameras)."""
     arm = SimArm(model, initial_positions=HOME)
     reset_episode(arm, placement)
     monitor = monitor_for(arm)
